@@ -1,0 +1,143 @@
+"""aiomysql adapter: autocommit on, so a write outside a transaction is durable when it returns."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import peewee
+
+from .base import Result, map_dbapi_error
+from .postgres import check_isolation_level
+
+try:
+    import aiomysql
+except ImportError:  # pragma: no cover - exercised only without the extra
+    aiomysql = None
+
+__all__ = ["MySQLDriver"]
+
+
+def map_error(exc: BaseException) -> peewee.PeeweeException | None:
+    """The peewee exception for a pymysql/aiomysql (or socket) exception, or None."""
+    return map_dbapi_error(exc)
+
+
+class MySQLConnection:
+    """One aiomysql connection."""
+
+    __slots__ = ("_closed", "raw")
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self._closed = False
+
+    async def execute(self, sql: str, params: Sequence[Any] | None) -> Result:
+        try:
+            cursor = await self.raw.cursor()
+            try:
+                # pymysql interpolates only when args is not None; peewee passes ()
+                # too, so that "%%" means "%" with or without parameters.
+                await cursor.execute(sql, params or ())
+                rows = await cursor.fetchall()
+                return Result(rows or (), cursor.description, cursor.rowcount, cursor.lastrowid)
+            finally:
+                await cursor.close()
+        except Exception as exc:
+            mapped = map_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    async def _simple(self, sql: str) -> None:
+        await self.execute(sql, None)
+
+    async def begin(self, isolation_level: str | None = None, lock_type: str | None = None) -> None:
+        if isolation_level is not None:
+            level = check_isolation_level(isolation_level)
+            await self._simple(f"SET TRANSACTION ISOLATION LEVEL {level}")
+        await self._simple("BEGIN")
+
+    async def commit(self) -> None:
+        await self._simple("COMMIT")
+
+    async def rollback(self) -> None:
+        await self._simple("ROLLBACK")
+
+    def in_transaction(self) -> bool:
+        return bool(self.raw.get_transaction_status())
+
+    def is_usable(self) -> bool:
+        return not self._closed and not self.raw.closed
+
+    async def close(self) -> None:
+        self._closed = True
+        try:
+            await self.raw.ensure_closed()
+        except Exception:
+            self.raw.close()
+
+    def terminate(self) -> None:
+        self._closed = True
+        try:
+            self.raw.close()
+        except RuntimeError:  # the connection's loop is already closed
+            pass
+
+
+def _aiomysql_connect_options() -> frozenset[str]:
+    if aiomysql is None:
+        return frozenset()
+    return frozenset(inspect.signature(aiomysql.connect).parameters) - {"loop"}
+
+
+class MySQLDriver:
+    """Opens aiomysql connections from peewee-style connection parameters."""
+
+    name = "mysql"
+
+    def __init__(
+        self,
+        database: str,
+        params: dict[str, Any],
+        *,
+        connect_timeout: float | None = 10.0,
+        isolation_level: str | None = None,
+    ) -> None:
+        if aiomysql is None:
+            raise ImportError("apeewee.MySQLDatabase needs aiomysql: pip install apeewee[mysql]")
+        options = dict(params)
+        if "passwd" in options:
+            options["password"] = options.pop("passwd")
+        if "database" in options:
+            options["db"] = options.pop("database")
+        options.setdefault("db", database)
+        options.setdefault("charset", "utf8mb4")
+        unknown = set(options) - _aiomysql_connect_options()
+        if unknown:
+            raise TypeError(
+                "unknown MySQL connection option(s) "
+                + ", ".join(sorted(unknown))
+                + "; aiomysql.connect() accepts: "
+                + ", ".join(sorted(_aiomysql_connect_options()))
+            )
+        # aiomysql opens connections with autocommit off: a write outside an explicit
+        # transaction would sit uncommitted and be lost when the connection closes.
+        options["autocommit"] = True
+        if connect_timeout is not None:
+            options["connect_timeout"] = connect_timeout
+        if isolation_level is not None:
+            level = check_isolation_level(isolation_level)
+            init = options.get("init_command")
+            stmt = f"SET SESSION TRANSACTION ISOLATION LEVEL {level}"
+            options["init_command"] = f"{init}; {stmt}" if init else stmt
+        self._options = options
+
+    async def connect(self) -> MySQLConnection:
+        try:
+            raw = await aiomysql.connect(**self._options)
+        except Exception as exc:
+            mapped = map_error(exc) or peewee.OperationalError(str(exc))
+            raise mapped from exc
+        return MySQLConnection(raw)

@@ -1,0 +1,182 @@
+"""``apeewee.Model``: peewee's Model with a-prefixed coroutines beside every I/O method.
+
+The sync methods keep their names and meaning; on an apeewee database they raise
+``SyncQueryError`` naming the coroutine to use instead of blocking the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
+
+import peewee
+
+from . import _peewee
+from .queries.awaitable import (
+    AsyncModelDelete,
+    AsyncModelInsert,
+    AsyncModelRaw,
+    AsyncModelSelect,
+    AsyncModelUpdate,
+)
+from .routing import resolve
+
+__all__ = ["Model"]
+
+M = TypeVar("M", bound="Model")
+
+
+def _db(model: type[peewee.Model]) -> Any:
+    return resolve(model._meta.database, model.__name__)
+
+
+class Model(peewee.Model):
+    """Base model for apeewee databases; set ``Meta.database`` or use ``db.Model``."""
+
+    # -- query builders: the same as peewee's, but awaitable -----------------------------
+
+    @classmethod
+    def aselect(cls, *fields: Any) -> AsyncModelSelect:
+        """``select()`` that can be awaited: ``rows = await User.aselect().where(...)``."""
+        is_default = not fields
+        if not fields:
+            fields = tuple(cls._meta.sorted_fields)
+        return AsyncModelSelect(cls, fields, is_default=is_default)
+
+    @classmethod
+    def ainsert(cls, __data: Any = None, **insert: Any) -> AsyncModelInsert:
+        """``insert()`` that can be awaited; gives the new primary key."""
+        return AsyncModelInsert(cls, _peewee.normalize_data(cls, __data, insert))
+
+    @classmethod
+    def ainsert_many(cls, rows: Iterable[Any], fields: Sequence[Any] | None = None
+                     ) -> AsyncModelInsert:
+        """``insert_many()`` that can be awaited."""
+        return AsyncModelInsert(cls, insert=rows, columns=fields)
+
+    @classmethod
+    def ainsert_from(cls, query: Any, fields: Sequence[Any]) -> AsyncModelInsert:
+        """``insert_from()`` that can be awaited."""
+        columns = [getattr(cls, f) if isinstance(f, str) else f for f in fields]
+        return AsyncModelInsert(cls, insert=query, columns=columns)
+
+    @classmethod
+    def areplace(cls, __data: Any = None, **insert: Any) -> AsyncModelInsert:
+        """``replace()`` (INSERT OR REPLACE / REPLACE INTO) that can be awaited."""
+        return cls.ainsert(__data, **insert).on_conflict("REPLACE")
+
+    @classmethod
+    def areplace_many(cls, rows: Iterable[Any], fields: Sequence[Any] | None = None
+                      ) -> AsyncModelInsert:
+        """``replace_many()`` that can be awaited."""
+        return cls.ainsert_many(rows, fields).on_conflict("REPLACE")
+
+    @classmethod
+    def aupdate(cls, __data: Any = None, **update: Any) -> AsyncModelUpdate:
+        """``update()`` that can be awaited; gives the number of rows changed."""
+        return AsyncModelUpdate(cls, _peewee.normalize_data(cls, __data, update))
+
+    @classmethod
+    def adelete(cls) -> AsyncModelDelete:
+        """``delete()`` that can be awaited; gives the number of rows deleted."""
+        return AsyncModelDelete(cls)
+
+    @classmethod
+    def araw(cls, sql: str, *params: Any) -> AsyncModelRaw:
+        """``raw()`` that can be awaited; rows become model instances."""
+        return AsyncModelRaw(cls, sql, params)
+
+    # -- coroutines with peewee's semantics ------------------------------------------------
+
+    @classmethod
+    async def acreate(cls: type[M], **query: Any) -> M:
+        """Insert a new row and return its instance, as ``create()``."""
+        inst = cls(**query)
+        await inst.asave(force_insert=True)
+        return inst
+
+    @classmethod
+    async def aget(cls: type[M], *query: Any, **filters: Any) -> M:
+        """The one matching instance, or ``Model.DoesNotExist``, as ``get()``."""
+        sq = cls.aselect()
+        if query:
+            if len(query) == 1 and isinstance(query[0], int) and cls._meta.auto_increment:
+                sq = sq.where(cls._meta.primary_key == query[0])
+            else:
+                sq = sq.where(*query)
+        if filters:
+            sq = sq.filter(**filters)
+        return await sq.aget()  # type: ignore[no-any-return]
+
+    @classmethod
+    async def aget_or_none(cls: type[M], *query: Any, **filters: Any) -> M | None:
+        """As ``aget()``, but None instead of ``DoesNotExist``."""
+        try:
+            return await cls.aget(*query, **filters)
+        except cls.DoesNotExist:
+            return None
+
+    @classmethod
+    async def aget_by_id(cls: type[M], pk: Any) -> M:
+        """The instance with this primary key, or ``DoesNotExist``."""
+        return await cls.aget(cls._meta.primary_key == pk)
+
+    @classmethod
+    async def aget_or_create(cls: type[M], **kwargs: Any) -> tuple[M, bool]:
+        """``(instance, created)``. Race-safe as peewee's: the insert runs in a savepoint
+        and on ``IntegrityError`` (a concurrent insert won) the row is read again."""
+        defaults = kwargs.pop("defaults", {})
+        query = cls.aselect()
+        for field, value in kwargs.items():
+            query = query.where(getattr(cls, field) == value)
+        try:
+            return await query.aget(), False
+        except cls.DoesNotExist:
+            try:
+                if defaults:
+                    kwargs.update(defaults)
+                async with _db(cls).atomic():
+                    return await cls.acreate(**kwargs), True
+            except peewee.IntegrityError as exc:
+                try:
+                    return await query.aget(), False
+                except cls.DoesNotExist:
+                    raise exc from None
+
+    @classmethod
+    async def aset_by_id(cls, key: Any, value: Any) -> Any:
+        """Insert (``key`` None) or update the row with this primary key, as ``set_by_id()``."""
+        if key is None:
+            return await cls.ainsert(value)
+        return await cls.aupdate(value).where(cls._meta.primary_key == key)
+
+    @classmethod
+    async def adelete_by_id(cls, pk: Any) -> int:
+        """Delete the row with this primary key; returns the row count."""
+        return await cls.adelete().where(cls._meta.primary_key == pk)  # type: ignore[no-any-return]
+
+    @classmethod
+    async def abulk_create(cls, model_list: Sequence[peewee.Model],
+                           batch_size: int | None = None) -> None:
+        """Insert many instances, as ``bulk_create()`` (primary keys set where the
+        database returns them). Wrap it in ``db.atomic()`` for one transaction."""
+        await _db(cls)._replay(cls.bulk_create, model_list, batch_size)
+
+    @classmethod
+    async def abulk_update(cls, model_list: Sequence[peewee.Model], fields: Sequence[Any],
+                           batch_size: int | None = None) -> int:
+        """Update ``fields`` of many instances, as ``bulk_update()``; returns the row count."""
+        return int(await _db(cls)._replay(cls.bulk_update, model_list, fields, batch_size))
+
+    async def asave(self, force_insert: bool = False, only: Sequence[Any] | None = None
+                    ) -> int | bool:
+        """Insert or update this instance, as ``save()`` (``only``, ``force_insert``,
+        ``only_save_dirty``); returns the rows written (False when nothing was dirty)."""
+        return await _db(type(self))._replay(self.save, force_insert, only)  # type: ignore[no-any-return]
+
+    async def adelete_instance(self, recursive: bool = False,
+                               delete_nullable: bool = False) -> int:
+        """Delete this instance's row (and dependents with ``recursive``), as
+        ``delete_instance()``; returns the row count."""
+        return int(await _db(type(self))._replay(self.delete_instance, recursive,
+                                                 delete_nullable))

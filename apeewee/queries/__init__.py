@@ -1,0 +1,1 @@
+"""Query execution (compile with peewee, run on the driver) and awaitable query classes."""

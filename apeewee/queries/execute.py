@@ -1,0 +1,51 @@
+"""Execute any peewee query on an apeewee database and build results with peewee's wrappers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import peewee
+
+from .. import _peewee
+from ..drivers.base import Result
+from .replay import replay
+
+__all__ = ["execute_query", "populate"]
+
+
+def populate(wrapper: peewee.CursorWrapper, result: Result) -> list[Any]:
+    """Fill a peewee cursor wrapper from a fetched result; return its rows.
+
+    peewee's own ``initialize`` and ``process_row`` build every row (models, dicts,
+    tuples, joined instances); only its one-row-at-a-time fetch loop is skipped.
+    """
+    rows = result.rows
+    if rows:
+        wrapper.initialize()
+        wrapper.initialized = True
+        process = wrapper.process_row
+        out = [process(row) for row in rows]
+    else:
+        out = []
+    wrapper.row_cache = out
+    wrapper.count = len(out)
+    wrapper.populated = True
+    return out
+
+
+async def execute_query(db: Any, query: Any) -> Any:
+    """Run ``query`` on ``db``; return what peewee's ``execute()`` returns for it.
+
+    Selects and raw queries give a filled cursor wrapper; inserts the new primary key
+    (or rows with ``returning``); updates and deletes the row count.
+    """
+    if isinstance(query, (peewee.SelectBase, peewee.RawQuery)):
+        if _peewee.load_tree(query):
+            # with_related() issues more queries; let peewee drive them via replay.
+            return await replay(db, db._run_sql, _peewee.execute_sync, query.clone(), db)
+        sql, params = db.get_sql_context().sql(query).query()
+        result = await db._run_sql(sql, params)
+        wrapper = _peewee.cursor_wrapper(query, result)
+        populate(wrapper, result)
+        return wrapper
+    return await replay(db, db._run_sql, _peewee.execute_sync, query, db)
