@@ -55,7 +55,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
     try:
         asyncio.run(check())
-    except Exception as exc:  # noqa: BLE001 - any failure means the server is unusable
+    except Exception as exc:
         pytest.exit(f"a test database server is unreachable ({exc!r}); start it "
                     "(see README, 'Running the tests') - servers are never skipped",
                     returncode=1)
