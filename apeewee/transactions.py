@@ -115,10 +115,16 @@ class Transaction(_AsyncBlock):
         scope, token = self._conn_scope(), self._token
         if scope.transactions and scope.transactions[-1] is self:
             scope.transactions.pop()
-        discard = None
+        discard = scope.discard
         try:
-            if self._outermost:
+            if self._outermost and discard is None:
                 discard = await _finish(scope.entry.conn, exc_type is None)  # type: ignore[union-attr]
+            elif self._outermost and exc_type is None:
+                # A statement was cancelled mid-flight: its outcome is unknown, so the
+                # transaction cannot be committed. Closing the connection rolls it back.
+                raise peewee.OperationalError(
+                    "transaction not committed: a statement in it was cancelled; "
+                    "it was rolled back")
         except BaseException:
             discard = "transaction end failed"
             raise
@@ -174,6 +180,13 @@ class Savepoint(_AsyncBlock):
         scope = self._scope
         if scope is not None and scope.transactions and scope.transactions[-1] is self:
             scope.transactions.pop()
+        if scope is not None and scope.discard is not None:
+            # The connection is being discarded (a statement was cancelled mid-flight):
+            # the enclosing transaction dies with it, so don't talk to it any more.
+            if exc_type is None:
+                raise peewee.OperationalError(
+                    "savepoint not released: a statement in it was cancelled")
+            return
         if exc_type is not None:
             await self.arollback(begin=False)
             return

@@ -20,7 +20,7 @@ class MySQLDatabase(AsyncDatabase, peewee.MySQLDatabase):
     ``isolation_level``, ...) and aiomysql's connection options, plus the pool options.
     """
 
-    def init(self, database: str | None, isolation_level: str | None = None,
+    def init(self, database: str | None, *, isolation_level: str | None = None,
              **kwargs: Any) -> None:
         self._my_isolation_level = (check_isolation_level(isolation_level)
                                     if isolation_level is not None else None)

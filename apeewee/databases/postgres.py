@@ -21,7 +21,7 @@ class PostgresqlDatabase(AsyncDatabase, peewee.PostgresqlDatabase):
     connection; 0 prepares every statement anew.
     """
 
-    def init(self, database: str | None, isolation_level: str | None = None,
+    def init(self, database: str | None, *, isolation_level: str | None = None,
              statement_cache_size: int = 256, **kwargs: Any) -> None:
         # peewee maps isolation levels through psycopg's constants; asyncpg needs none.
         self._pg_isolation_level = (check_isolation_level(isolation_level)
