@@ -165,8 +165,34 @@ class Model(peewee.Model):
     @classmethod
     async def abulk_update(cls, model_list: Sequence[peewee.Model], fields: Sequence[Any],
                            batch_size: int | None = None) -> int:
-        """Update ``fields`` of many instances, as ``bulk_update()``; returns the row count."""
-        return int(await _db(cls)._replay(cls.bulk_update, model_list, fields, batch_size))
+        """Update ``fields`` of many instances, as ``bulk_update()``; returns the row count.
+
+        One ``UPDATE ... SET f = CASE pk WHEN ... THEN ... END`` per batch, as peewee
+        does; on PostgreSQL each THEN value is cast to the column type, because the
+        server types statement parameters itself (asyncpg) and would read them as text.
+        """
+        if isinstance(cls._meta.primary_key, peewee.CompositeKey):
+            raise ValueError("bulk_update() is not supported for models with a composite "
+                             "primary key.")
+        db = _db(cls)
+        fields = [cls._meta.fields[f] if isinstance(f, str) else f for f in fields]
+        pk = cls._meta.primary_key
+        models = list(model_list)
+        batches = peewee.chunked(models, batch_size) if batch_size else [models]
+        total = 0
+        for batch in batches:
+            update = {}
+            for field in fields:
+                whens = []
+                for model in batch:
+                    value = getattr(model, field.safe_name)
+                    if not isinstance(value, peewee.Node):
+                        value = db.case_value(field, value)
+                    whens.append((pk.to_value(model._pk), value))
+                update[field] = peewee.Case(pk, whens)
+            ids = [model._pk for model in batch]
+            total += await cls.aupdate(update).where(pk.in_(ids))
+        return total
 
     async def asave(self, force_insert: bool = False, only: Sequence[Any] | None = None
                     ) -> int | bool:

@@ -260,6 +260,10 @@ class AsyncDatabase:
         """A savepoint inside the open transaction."""
         return Savepoint(self)  # type: ignore[arg-type]
 
+    def case_value(self, field: peewee.Field, value: Any) -> Any:
+        """A value for a ``CASE ... THEN`` branch of ``field`` (see ``abulk_update``)."""
+        return field.case_value(value)
+
     async def _begin_on(self, entry: PooledConnection, isolation_level: str | None,
                         lock_type: str | None) -> None:
         await entry.conn.begin(isolation_level, lock_type)
@@ -487,7 +491,11 @@ def _sync_message() -> str:
     peewee_file = peewee.__file__
     while frame is not None:
         if frame.f_code.co_filename == peewee_file:
-            outermost = frame.f_code.co_name
+            name = frame.f_code.co_name
+            if name == "inner":  # peewee's database_required wrapper: name the method
+                method = frame.f_locals.get("method")
+                name = getattr(method, "__name__", name)
+            outermost = name
         frame = frame.f_back
     hint = _ASYNC_EQUIVALENT.get(outermost or "", "the a-prefixed async method, "
                                  "`await query`, or `await db.aexecute_sql(sql, params)`")

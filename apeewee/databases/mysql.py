@@ -31,6 +31,10 @@ class MySQLDatabase(AsyncDatabase, peewee.MySQLDatabase):
                            connect_timeout=self._pool_options["connect_timeout"],
                            isolation_level=self._my_isolation_level)
 
+    def get_binary_type(self) -> type:
+        """BlobField values go to the driver as plain bytes (peewee's default is psycopg's)."""
+        return bytes
+
     def _learn_server(self, conn: Any) -> None:
         self._set_server_version(conn.raw)
 

@@ -11,6 +11,9 @@ from .base import AsyncDatabase
 
 __all__ = ["PostgresqlDatabase"]
 
+# Column types that are not cast targets, and the type to cast to instead.
+_CASTABLE = {"SERIAL": "INTEGER", "BIGSERIAL": "BIGINT", "SMALLSERIAL": "SMALLINT"}
+
 
 class PostgresqlDatabase(AsyncDatabase, peewee.PostgresqlDatabase):
     """PostgreSQL through asyncpg, pooled, with prepared statements cached per connection.
@@ -40,6 +43,19 @@ class PostgresqlDatabase(AsyncDatabase, peewee.PostgresqlDatabase):
             statement_cache_size=self._statement_cache_size,
             isolation_level=self._pg_isolation_level,
         )
+
+    def get_binary_type(self) -> type:
+        """BlobField values go to the driver as plain bytes (peewee's default is psycopg's)."""
+        return bytes
+
+    def case_value(self, field: peewee.Field, value: Any) -> Any:
+        """Cast a CASE branch value to its column type: the server types parameters."""
+        value = field.case_value(value)
+        if not isinstance(value, peewee.Value) or value.value is None:
+            return value  # already typed by peewee (e.g. a JSON cast), or NULL
+        type_name = self._field_types.get(field.field_type, field.field_type)
+        type_name = _CASTABLE.get(type_name, type_name)
+        return peewee.Cast(value, type_name)
 
     def _learn_server(self, conn: Any) -> None:
         version = conn.raw.get_server_version()

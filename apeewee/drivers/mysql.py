@@ -16,6 +16,20 @@ try:
 except ImportError:  # pragma: no cover - exercised only without the extra
     aiomysql = None
 
+if aiomysql is not None:
+
+    class _QuietCursor(aiomysql.Cursor):  # type: ignore[misc]
+        """aiomysql's cursor without its SHOW WARNINGS round trip.
+
+        aiomysql 0.3 runs SHOW WARNINGS after any statement with server notes (an
+        ``INSERT IGNORE`` duplicate, ``DROP TABLE IF EXISTS`` of a missing table) and
+        re-emits them as Python warnings: an extra round trip per such statement, and
+        noise peewee over pymysql never produced. Server errors still raise.
+        """
+
+        async def _show_warnings(self, conn: Any) -> None:
+            return None
+
 __all__ = ["MySQLDriver"]
 
 
@@ -35,7 +49,7 @@ class MySQLConnection:
 
     async def execute(self, sql: str, params: Sequence[Any] | None) -> Result:
         try:
-            cursor = await self.raw.cursor()
+            cursor = await self.raw.cursor(_QuietCursor)
             try:
                 # pymysql interpolates only when args is not None; peewee passes ()
                 # too, so that "%%" means "%" with or without parameters.

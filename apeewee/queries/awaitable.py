@@ -33,6 +33,11 @@ class AwaitableQuery:
 
     _apeewee_used = False  # set on an instance once it ran or was built upon
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Built inside a replayed peewee call (count(), save()...): peewee drives it.
+        self._apeewee_used = replay_active()
+
     def __await__(self) -> Generator[Any, None, Any]:
         return self._aresult().__await__()
 
