@@ -15,8 +15,6 @@ class DatabaseProxy(peewee.DatabaseProxy):
     database it was initialized with (peewee's proxy builds sync blocks itself).
     Models and queries work through a plain ``peewee.DatabaseProxy`` as well."""
 
-    __slots__ = ()
-
     def _target(self) -> Any:
         if self.obj is None:
             raise AttributeError("Cannot use uninitialized Proxy.")

@@ -118,6 +118,7 @@ class AsyncDatabase:
             pool = Pool(functools.partial(self._open, driver), name=repr(self.database),
                         **self._pool_limits())
             self._pools[loop] = pool
+            _close_at_loop_shutdown(self, loop, pool)
         self._pool = pool
         return pool
 
@@ -156,6 +157,10 @@ class AsyncDatabase:
         self._forget_dead_pools()
         if pool is not None:
             await pool.close(timeout)
+            guard = getattr(pool, "shutdown_guard", None)
+            if guard is not None:
+                pool.shutdown_guard = None
+                await guard.aclose()
 
     def pool_stats(self) -> PoolStats:
         """Figures of this loop's pool (see ``PoolStats``); zeros before the first query."""
@@ -429,6 +434,33 @@ class AsyncDatabase:
 
     def __repr__(self) -> str:
         return f"<{type(self).__module__.split('.')[0]}.{type(self).__name__} {self.database!r}>"
+
+
+def _close_at_loop_shutdown(db: AsyncDatabase, loop: asyncio.AbstractEventLoop,
+                            pool: Pool) -> None:
+    """Close ``pool`` politely when its loop shuts down (``asyncio.run``, pytest-asyncio).
+
+    The loop runs ``shutdown_asyncgens()`` before it closes: it finalizes every live
+    async generator, running its ``finally`` on the loop. A started generator held by the
+    pool is that hook; without it a finished loop's connections could only be dropped.
+    """
+
+    async def guard() -> Any:
+        try:
+            yield
+        finally:
+            if db._pools.get(loop) is pool:
+                del db._pools[loop]
+            if db._pool is pool:
+                db._pool = None
+            await pool.close(timeout=5)
+
+    agen = guard()
+    try:
+        agen.__anext__().send(None)  # the loop's firstiter hook registers it
+    except StopIteration:
+        pass
+    pool.shutdown_guard = agen  # type: ignore[attr-defined]
 
 
 def _release_at_task_end(scope: TaskScope, task: asyncio.Task[Any]) -> None:

@@ -27,7 +27,12 @@ class SqliteDatabase(AsyncDatabase, peewee.SqliteDatabase):
 
     def _make_driver(self) -> SqliteDriver:
         return SqliteDriver(self.database, dict(self.connect_params),
-                            pragmas=list(self._pragmas), functions=dict(self._functions))
+                            pragmas=list(self._pragmas), functions=self._functions)
+
+    def register_function(self, fn: Any, name: str | None = None, num_params: int = -1,
+                          deterministic: bool = False) -> None:
+        """As peewee's; every pooled connection gets it before its next statement."""
+        self._functions[name or fn.__name__] = (fn, num_params, deterministic)
 
     def _validate_options(self) -> None:
         # peewee sets _functions after init(); aiosqlite validates at connect.

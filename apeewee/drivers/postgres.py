@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -61,6 +62,7 @@ _SQLSTATE_CLASSES: dict[str, type[peewee.PeeweeException]] = {
 }
 
 _PLACEHOLDER = re.compile(r"%%|%s")
+_statement_ids = itertools.count(1)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -96,6 +98,8 @@ def map_error(exc: BaseException) -> peewee.PeeweeException | None:
             return target(message)
         if isinstance(exc, pgexc.DataError):  # client-side: bad argument for a parameter
             return peewee.DataError(message)
+        if isinstance(exc, pgexc.InternalClientError):  # e.g. a result shape that changed
+            return peewee.InterfaceError(message)
         if isinstance(exc, pgexc.ConnectionDoesNotExistError):
             return peewee.OperationalError(message)
         if isinstance(exc, pgexc.InterfaceError):
@@ -131,11 +135,15 @@ class PostgresConnection:
         if stmt is not None:
             stmts.move_to_end(sql)
             return stmt
-        stmt = await self.raw.prepare(sql)
         if self._cache_size > 0:
+            # Named, so the server keeps the plan: asyncpg makes unnamed statements
+            # (re-parsed on every run) when its own cache is off, as it is here.
+            stmt = await self.raw.prepare(sql, name=f"__apeewee_{next(_statement_ids)}")
             stmts[sql] = stmt
             if len(stmts) > self._cache_size:
                 stmts.popitem(last=False)
+        else:  # pgbouncer in transaction mode: nothing may outlive the statement
+            stmt = await self.raw.prepare(sql)
         return stmt
 
     async def execute(self, sql: str, params: Sequence[Any] | None) -> Result:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,23 +24,39 @@ LOCK_TYPES = frozenset({"deferred", "immediate", "exclusive"})
 def map_error(exc: BaseException) -> peewee.PeeweeException | None:
     """The peewee exception for a sqlite3/aiosqlite exception, or None."""
     mapped = map_dbapi_error(exc)
-    if mapped is None and isinstance(exc, ValueError) and "closed" in str(exc).lower():
-        # aiosqlite 0.2x raises ValueError("Connection closed") after close().
-        return peewee.InterfaceError(str(exc))
+    text = str(exc).lower()
+    if mapped is None and isinstance(exc, ValueError) and ("closed" in text
+                                                           or "no active connection" in text):
+        # aiosqlite 0.22 raises ValueError("Connection closed" / "no active connection")
+        # once the connection is closed.
+        return peewee.InterfaceError(f"the connection is closed ({exc})")
     return mapped
 
 
 class SqliteConnection:
     """One aiosqlite connection (a sqlite3 connection served by aiosqlite's thread)."""
 
-    __slots__ = ("_closed", "raw")
+    __slots__ = ("_closed", "_driver", "_loaded", "raw")
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: Any, driver: SqliteDriver) -> None:
         self.raw = raw
         self._closed = False
+        self._driver = driver
+        self._loaded: set[str] = set()
+
+    async def load_functions(self) -> None:
+        """Register the database's user functions not yet on this connection."""
+        for name, (fn, num_params, deterministic) in list(self._driver.functions.items()):
+            if name not in self._loaded:
+                await self.raw.create_function(name, num_params, fn, deterministic=deterministic)
+                self._loaded.add(name)
 
     async def execute(self, sql: str, params: Sequence[Any] | None) -> Result:
+        if self._closed:
+            raise peewee.InterfaceError("the connection is closed")
         try:
+            if len(self._loaded) != len(self._driver.functions):
+                await self.load_functions()  # a function was registered since
             cursor = await self.raw.execute(sql, params or ())
             rows = await cursor.fetchall()
             return Result(rows, cursor.description, cursor.rowcount, cursor.lastrowid)
@@ -108,21 +125,26 @@ class SqliteDriver:
         options.setdefault("timeout", 5.0)
         self._options = options
         self._pragmas = list(pragmas)
-        self._functions = dict(functions or {})
+        # The database's own dict, shared: functions registered later reach every
+        # connection before its next statement.
+        self.functions = functions if functions is not None else {}
+        self._setup_lock = asyncio.Lock()
 
     async def connect(self) -> SqliteConnection:
-        try:
-            raw = await aiosqlite.connect(self.database, **self._options)
-        except (sqlite3.Error, OSError) as exc:
-            mapped = map_error(exc) or peewee.OperationalError(str(exc))
-            raise mapped from exc
-        conn = SqliteConnection(raw)
-        try:
-            for key, value in self._pragmas:
-                await conn.execute(f"PRAGMA {key} = {value}", None)
-            for name, (fn, num_params, deterministic) in self._functions.items():
-                await raw.create_function(name, num_params, fn, deterministic=deterministic)
-        except BaseException:
-            conn.terminate()
-            raise
+        # One connection set up at a time: concurrent first connections to a new file
+        # racing to switch it to WAL get "database is locked" without waiting.
+        async with self._setup_lock:
+            try:
+                raw = await aiosqlite.connect(self.database, **self._options)
+            except (sqlite3.Error, OSError) as exc:
+                mapped = map_error(exc) or peewee.OperationalError(str(exc))
+                raise mapped from exc
+            conn = SqliteConnection(raw, self)
+            try:
+                for key, value in self._pragmas:
+                    await conn.execute(f"PRAGMA {key} = {value}", None)
+                await conn.load_functions()
+            except BaseException:
+                conn.terminate()
+                raise
         return conn

@@ -182,6 +182,7 @@ class Pool:
                 self._stats.wait_time_max = waited
         if got is None:  # a slot was freed and reserved for us
             return await self._open_reserved()
+        got.holder = asyncio.current_task()  # _checkin ran in the releasing task
         return got
 
     def _abandon_wait(self, fut: asyncio.Future[PooledConnection | None]) -> None:
@@ -352,8 +353,9 @@ class Pool:
                 self._in_use.discard(entry)
                 self._stats.closed_total += 1
                 entry.conn.terminate()
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+        me = asyncio.current_task()
+        while pending := [t for t in self._background if t is not me]:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     def abandon(self) -> None:
         """Terminate every connection without awaiting: the pool's loop is gone."""
