@@ -2,7 +2,7 @@
 
 from .databases import AsyncDatabase, MySQLDatabase, PostgresqlDatabase, SqliteDatabase
 from .drivers.base import Result
-from .errors import PoolClosed, PoolTimeout, SyncQueryError
+from .errors import PoolClosed, PoolTimeout, QueryTimeout, StaleConnection, SyncQueryError
 from .models import Model
 from .pool import PoolStats
 from .proxy import DatabaseProxy
@@ -36,9 +36,11 @@ __all__ = [
     "PoolStats",
     "PoolTimeout",
     "PostgresqlDatabase",
+    "QueryTimeout",
     "Result",
     "Savepoint",
     "SqliteDatabase",
+    "StaleConnection",
     "SyncQueryError",
     "Transaction",
     "__version__",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import peewee
 
-__all__ = ["PoolClosed", "PoolTimeout", "SyncQueryError"]
+__all__ = ["PoolClosed", "PoolTimeout", "QueryTimeout", "StaleConnection", "SyncQueryError"]
 
 
 class PoolTimeout(peewee.OperationalError):
@@ -17,3 +17,11 @@ class PoolClosed(peewee.OperationalError):
 
 class SyncQueryError(peewee.InterfaceError):
     """A synchronous peewee call would block the event loop; the message names the async call."""
+
+
+class QueryTimeout(peewee.OperationalError):
+    """A statement ran longer than its timeout; it was cancelled and its connection closed."""
+
+
+class StaleConnection(peewee.OperationalError):
+    """The connection was found dead before the statement was sent: nothing of it ran."""

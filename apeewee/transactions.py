@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import Token
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import peewee
 
+from .drivers.base import is_transient
 from .errors import SyncQueryError
 from .scope import TaskScope
 
@@ -201,18 +203,58 @@ class Savepoint(_AsyncBlock):
 
 
 class Atomic(_AsyncBlock):
-    """A transaction at depth 0, a savepoint when nested: ``async with db.atomic():``."""
+    """A transaction at depth 0, a savepoint when nested: ``async with db.atomic():``.
 
-    def __init__(self, db: AsyncDatabase, *args: Any, **kwargs: Any) -> None:
+    As a decorator, ``@db.atomic(retries=3)`` re-runs the function in a new transaction
+    when it fails with a serialization failure, deadlock or lock timeout, after a short
+    randomized exponential backoff (``backoff`` seconds, doubled each time), only when
+    it is the outermost transaction: a nested one cannot be retried alone.
+    """
+
+    def __init__(self, db: AsyncDatabase, *args: Any, retries: int = 0,
+                 backoff: float = 0.02, **kwargs: Any) -> None:
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
         self.db = db
         self._args = (args, kwargs)
+        self.retries = retries
+        self.backoff = backoff
         self._helpers: dict[asyncio.Task[Any] | None, list[Transaction | Savepoint]] = {}
 
     def _fresh(self) -> Atomic:
         args, kwargs = self._args
         return Atomic(self.db, *args, **kwargs)
 
+    def __call__(self, fn: F) -> F:
+        if not self.retries:
+            return super().__call__(fn)
+        if not asyncio.iscoroutinefunction(fn):
+            raise TypeError("atomic() decorates async functions only")
+
+        @functools.wraps(fn)
+        async def with_retries(*args: Any, **kwargs: Any) -> Any:
+            attempt = 0
+            while True:
+                outermost = self.db.transaction_depth() == 0
+                try:
+                    async with self._fresh():
+                        return await fn(*args, **kwargs)
+                except peewee.DatabaseError as exc:
+                    if not outermost or attempt >= self.retries or not is_transient(exc):
+                        raise
+                    attempt += 1
+                    delay = self.backoff * 2 ** (attempt - 1) * (0.5 + random.random())
+                    logger.info("%s failed with %r; retry %d of %d in %.3f s",
+                                getattr(fn, "__qualname__", fn), exc, attempt, self.retries,
+                                delay)
+                    await asyncio.sleep(delay)
+
+        return with_retries  # type: ignore[return-value]
+
     async def __aenter__(self) -> Transaction | Savepoint:
+        if self.retries:
+            raise TypeError("atomic(retries=...) re-runs a function, and an `async with` "
+                            "block cannot be re-run: decorate an async function instead")
         args, kwargs = self._args
         helper: Transaction | Savepoint
         if self.db.transaction_depth() == 0:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import peewee
 
 from ..drivers.base import Driver, DriverConnection, Result
-from ..errors import SyncQueryError
+from ..errors import PoolClosed, QueryTimeout, StaleConnection, SyncQueryError
 from ..pool import Pool, PooledConnection, PoolStats
 from ..queries.execute import execute_query
 from ..queries.replay import current_replay, replay
@@ -34,8 +34,12 @@ POOL_DEFAULTS: dict[str, Any] = {
     "max_connections": 20,
     "min_connections": 0,
     "stale_timeout": None,
+    "max_idle": None,
+    "ping_after": 2.0,
+    "leak_timeout": None,
     "timeout": None,
     "connect_timeout": 10.0,
+    "query_timeout": None,
 }
 
 
@@ -75,7 +79,8 @@ class AsyncDatabase:
             raise ValueError(f"max_connections must be at least 1, got {opts['max_connections']}")
         if not 0 <= int(opts["min_connections"]) <= int(opts["max_connections"]):
             raise ValueError("min_connections must be between 0 and max_connections")
-        for name in ("stale_timeout", "timeout", "connect_timeout"):
+        for name in ("stale_timeout", "max_idle", "ping_after", "leak_timeout", "timeout",
+                     "connect_timeout", "query_timeout"):
             value = opts[name]
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be None or >= 0, got {value}")
@@ -95,6 +100,10 @@ class AsyncDatabase:
             "max_connections": int(opts["max_connections"]),
             "min_connections": int(opts["min_connections"]),
             "stale_timeout": opts["stale_timeout"],
+            "max_idle": opts["max_idle"],
+            "ping_after": opts["ping_after"],
+            "ping_timeout": min(opts["connect_timeout"] or 5.0, 5.0),
+            "leak_timeout": opts["leak_timeout"],
             "timeout": opts["timeout"],
         }
 
@@ -109,7 +118,10 @@ class AsyncDatabase:
         if pool is not None and pool.loop is loop and not pool.closing:
             return pool
         pool = self._pools.get(loop)
-        if pool is None or pool.closing:
+        if pool is not None and pool.closing:
+            raise PoolClosed(f"the pool of {self.database!r} is closing (close_pool() is "
+                             "running); no new connections until it has finished")
+        if pool is None:
             if self.deferred:
                 raise peewee.InterfaceError(
                     "the database must be initialized before use: call db.init(...) first")
@@ -151,23 +163,46 @@ class AsyncDatabase:
         """Close this loop's pool: idle connections now, checked-out ones when returned or
         after ``timeout`` seconds. The next query opens a new pool."""
         loop = asyncio.get_running_loop()
-        pool = self._pools.pop(loop, None)
-        if self._pool is pool:
-            self._pool = None
+        pool = self._pools.get(loop)
         self._forget_dead_pools()
         if pool is not None:
-            await pool.close(timeout)
+            try:
+                await pool.close(timeout)
+            finally:
+                # Only now may a new pool open: during close, acquisitions fail fast.
+                if self._pools.get(loop) is pool:
+                    del self._pools[loop]
+                if self._pool is pool:
+                    self._pool = None
             guard = getattr(pool, "shutdown_guard", None)
             if guard is not None:
                 pool.shutdown_guard = None
                 await guard.aclose()
 
+    async def close_idle(self) -> int:
+        """Close this loop's idle connections now (min_connections refill in the
+        background); returns how many were closed."""
+        pool = self._current_pool()
+        return pool.close_idle() if pool is not None else 0
+
+    async def close_stale(self, age: float | None = None) -> int:
+        """Close connections checked out for longer than ``age`` seconds (default:
+        ``leak_timeout``, else 600), as playhouse.pool's ``close_stale``. Their holders'
+        next statement fails; returns how many were closed."""
+        if age is None:
+            age = self._pool_options["leak_timeout"] or 600.0
+        pool = self._current_pool()
+        return pool.close_stale(age) if pool is not None else 0
+
+    def _current_pool(self) -> Pool | None:
+        try:
+            return self._pools.get(asyncio.get_running_loop())
+        except RuntimeError:
+            return self._pool
+
     def pool_stats(self) -> PoolStats:
         """Figures of this loop's pool (see ``PoolStats``); zeros before the first query."""
-        try:
-            pool = self._pools.get(asyncio.get_running_loop())
-        except RuntimeError:
-            pool = self._pool
+        pool = self._current_pool()
         if pool is None:
             limits = self._pool_limits()
             return PoolStats(max=limits["max_connections"], min=limits["min_connections"],
@@ -289,48 +324,96 @@ class AsyncDatabase:
 
     # -- execution -------------------------------------------------------------------------
 
-    async def _run_sql(self, sql: str, params: Sequence[Any] | None) -> Result:
+    async def _run_sql(self, sql: str, params: Sequence[Any] | None,
+                       timeout: float | None = None) -> Result:
         """Run one statement: on the task's pinned connection, else on one checked out
-        for this statement alone and returned at once."""
+        for this statement alone and returned at once.
+
+        Outside a transaction a statement is run again once, on a fresh connection, when
+        its connection was found dead before it was sent, or when it is a plain SELECT
+        whose connection died under it; never otherwise (a write could be doubled).
+        """
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug((sql, params))
+        if timeout is None:
+            timeout = self._pool_options["query_timeout"]
         scope = self._scope_var.get()
         if scope is not None and scope.entry is not None and scope.task is asyncio.current_task():
-            return await self._execute_on(scope.entry, sql, params, scope)
+            return await self._execute_on(scope.entry, sql, params, scope, timeout)
         pool = self._pool
         if pool is None or pool.loop is not asyncio.get_running_loop() or pool.closing:
             pool = self._get_pool()
         entry = await pool.acquire()
         try:
-            result = await entry.conn.execute(sql, params)
+            result = await _execute(entry.conn, sql, params, timeout)
         except asyncio.CancelledError:
             # Cancelled mid-statement: the connection's state is unknown; never reuse it.
             await pool.release(entry, discard="cancelled")
             raise
+        except QueryTimeout:
+            await pool.release(entry, discard="timed out")
+            raise
+        except peewee.DatabaseError as exc:
+            if entry.conn.is_usable():
+                await pool.release(entry)
+                raise
+            await pool.release(entry, discard="dead")
+            if not (isinstance(exc, StaleConnection) or _is_plain_select(sql)):
+                raise
+            logger.warning("connection died (%s); running the statement again on a fresh "
+                           "connection", exc)
+            return await self._run_once_more(pool, sql, params, timeout)
         except BaseException:
             await pool.release(entry)
             raise
         await pool.release(entry)
         return result
 
-    async def _execute_on(self, entry: PooledConnection, sql: str,
-                          params: Sequence[Any] | None, scope: TaskScope | None = None) -> Result:
+    async def _run_once_more(self, pool: Pool, sql: str, params: Sequence[Any] | None,
+                             timeout: float | None) -> Result:
+        entry = await pool.acquire()
         try:
-            return await entry.conn.execute(sql, params)
+            result = await _execute(entry.conn, sql, params, timeout)
         except asyncio.CancelledError:
+            await pool.release(entry, discard="cancelled")
+            raise
+        except BaseException:
+            await pool.release(entry, discard=None if entry.conn.is_usable() else "dead")
+            raise
+        await pool.release(entry)
+        return result
+
+    async def _execute_on(self, entry: PooledConnection, sql: str,
+                          params: Sequence[Any] | None, scope: TaskScope | None = None,
+                          timeout: float | None = None) -> Result:
+        """Run on a pinned connection. If it is cancelled, times out or dies, the
+        connection is discarded when the task lets go of it (a transaction on it is lost,
+        never retried)."""
+        try:
+            return await _execute(entry.conn, sql, params, timeout)
+        except (asyncio.CancelledError, QueryTimeout) as exc:
             scope = scope or current_scope(self._scope_var)
             if scope is not None:
-                scope.discard = "cancelled"
+                scope.discard = "timed out" if isinstance(exc, QueryTimeout) else "cancelled"
+            raise
+        except peewee.DatabaseError:
+            if not entry.conn.is_usable():
+                scope = scope or current_scope(self._scope_var)
+                if scope is not None:
+                    scope.discard = "dead"
             raise
 
-    async def aexecute_sql(self, sql: str, params: Sequence[Any] | None = None) -> Result:
+    async def aexecute_sql(self, sql: str, params: Sequence[Any] | None = None,
+                           timeout: float | None = None) -> Result:
         """Run SQL written in peewee's placeholder style; returns a fetched cursor-like
-        ``Result`` (``fetchall()``, ``fetchone()``, ``description``, ``rowcount``, ``lastrowid``)."""
-        return await self._run_sql(sql, params)
+        ``Result`` (``fetchall()``, ``fetchone()``, ``description``, ``rowcount``,
+        ``lastrowid``). ``timeout`` (default ``query_timeout``) raises ``QueryTimeout``."""
+        return await self._run_sql(sql, params, timeout)
 
-    async def aexecute(self, query: Any) -> Any:
-        """Execute any peewee query; returns what peewee's ``execute()`` would."""
-        return await execute_query(self, query)
+    async def aexecute(self, query: Any, timeout: float | None = None) -> Any:
+        """Execute any peewee query; returns what peewee's ``execute()`` would.
+        ``timeout`` bounds each statement (default ``query_timeout``)."""
+        return await execute_query(self, query, timeout)
 
     async def _replay(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return await replay(self, self._run_sql, fn, *args, **kwargs)
@@ -434,6 +517,27 @@ class AsyncDatabase:
 
     def __repr__(self) -> str:
         return f"<{type(self).__module__.split('.')[0]}.{type(self).__name__} {self.database!r}>"
+
+
+async def _execute(conn: DriverConnection, sql: str, params: Sequence[Any] | None,
+                   timeout: float | None) -> Result:
+    if timeout is None:
+        return await conn.execute(sql, params)
+    try:
+        async with asyncio.timeout(timeout):
+            return await conn.execute(sql, params)
+    except TimeoutError as exc:
+        raise QueryTimeout(f"statement cancelled after {timeout:g} s (query timeout): "
+                           f"{sql[:200]}") from exc
+
+
+def _is_plain_select(sql: str) -> bool:
+    """A statement that changes nothing when run twice: SELECT without row locks."""
+    head = sql.lstrip()[:7].upper()
+    if not head.startswith("SELECT"):
+        return False
+    upper = sql.upper()
+    return " FOR UPDATE" not in upper and " FOR SHARE" not in upper and "NEXTVAL" not in upper
 
 
 def _close_at_loop_shutdown(db: AsyncDatabase, loop: asyncio.AbstractEventLoop,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import peewee
 
-__all__ = ["DBAPI_ERRORS", "Driver", "DriverConnection", "Result", "map_dbapi_error"]
+__all__ = [
+    "DBAPI_ERRORS", "Driver", "DriverConnection", "Result", "enable_keepalive", "is_transient",
+    "map_dbapi_error",
+]
 
 
 class Result:
@@ -72,6 +76,9 @@ class DriverConnection(Protocol):
     def is_usable(self) -> bool:
         """Cheap local check: False once the driver knows the connection is closed or broken."""
 
+    async def ping(self) -> None:
+        """A round trip to the server; raises if the connection is dead."""
+
     async def close(self) -> None:
         """Close politely (the server is told)."""
 
@@ -112,3 +119,44 @@ def map_dbapi_error(exc: BaseException) -> peewee.PeeweeException | None:
     if isinstance(exc, OSError):
         return peewee.OperationalError(str(exc) or type(exc).__name__)
     return None
+
+
+# SQLSTATEs (PostgreSQL) and error numbers (MySQL) of conflicts worth re-running.
+_RETRY_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
+_RETRY_MYSQL_CODES = frozenset({1213, 1205})  # deadlock, lock wait timeout
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for a serialization failure, deadlock or lock timeout: the transaction may
+    succeed if run again. Looks at the driver's exception chained as ``__cause__``."""
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    if getattr(cause, "sqlstate", None) in _RETRY_SQLSTATES:
+        return True
+    module = type(cause).__module__
+    if module.startswith("pymysql") and cause.args and cause.args[0] in _RETRY_MYSQL_CODES:
+        return True
+    # SQLite: a busy database (another writer holds the lock) is its deadlock/timeout.
+    return module == "sqlite3" and ("database is locked" in str(cause)
+                                    or "database table is locked" in str(cause))
+
+
+# TCP keepalive: a peer that vanished (no FIN, no RST) is found in about 30 s, and
+# unacknowledged writes give up after 30 s, instead of the kernel's hours.
+KEEPALIVE_OPTIONS = (
+    ("TCP_KEEPIDLE", 15),
+    ("TCP_KEEPINTVL", 5),
+    ("TCP_KEEPCNT", 3),
+    ("TCP_USER_TIMEOUT", 30_000),
+)
+
+
+def enable_keepalive(transport: Any) -> None:
+    """Turn on short TCP keepalive probes on a connection's socket (TCP only)."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in KEEPALIVE_OPTIONS:
+        option = getattr(socket, name, None)
+        if option is not None:  # Linux has all four; others fewer
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import peewee
 
-from .base import Result, map_dbapi_error
+from ..errors import StaleConnection
+from .base import Result, enable_keepalive, map_dbapi_error
 from .postgres import check_isolation_level
 
 try:
@@ -38,16 +41,24 @@ def map_error(exc: BaseException) -> peewee.PeeweeException | None:
     return map_dbapi_error(exc)
 
 
+logger = logging.getLogger("apeewee")
+_kill_tasks: set[asyncio.Task[Any]] = set()
+
+
 class MySQLConnection:
     """One aiomysql connection."""
 
-    __slots__ = ("_closed", "raw")
+    __slots__ = ("_closed", "_driver", "raw")
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: Any, driver: MySQLDriver) -> None:
         self.raw = raw
+        self._driver = driver
         self._closed = False
 
     async def execute(self, sql: str, params: Sequence[Any] | None) -> Result:
+        if not self.is_usable():
+            raise StaleConnection("the MySQL connection was closed before the statement "
+                                  "was sent; nothing of it ran")
         try:
             cursor = await self.raw.cursor(_QuietCursor)
             try:
@@ -58,6 +69,11 @@ class MySQLConnection:
                 return Result(rows or (), cursor.description, cursor.rowcount, cursor.lastrowid)
             finally:
                 await cursor.close()
+        except asyncio.CancelledError:
+            # aiomysql just drops the socket; the server would run the statement (and
+            # hold its locks) until it notices. Kill it from a side connection.
+            self._kill_on_server()
+            raise
         except Exception as exc:
             mapped = map_error(exc)
             if mapped is None:
@@ -79,11 +95,35 @@ class MySQLConnection:
     async def rollback(self) -> None:
         await self._simple("ROLLBACK")
 
+    def _kill_on_server(self) -> None:
+        self._closed = True
+        try:
+            thread_id = self.raw.thread_id()
+        except Exception:
+            return
+        task = asyncio.get_running_loop().create_task(self._driver.kill(thread_id))
+        _kill_tasks.add(task)
+        task.add_done_callback(_kill_tasks.discard)
+
+    async def ping(self) -> None:
+        try:
+            await self.raw.ping(reconnect=False)
+        except Exception as exc:
+            mapped = map_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
     def in_transaction(self) -> bool:
         return bool(self.raw.get_transaction_status())
 
     def is_usable(self) -> bool:
-        return not self._closed and not self.raw.closed
+        if self._closed or self.raw.closed:
+            return False
+        # aiomysql 0.3 never reads an idle socket, so it does not notice the server
+        # closing it (KILL, restart, idle cut); its private reader has seen the EOF.
+        reader = getattr(self.raw, "_reader", None)
+        return not (reader is not None and reader.at_eof())
 
     async def close(self) -> None:
         self._closed = True
@@ -154,4 +194,18 @@ class MySQLDriver:
         except Exception as exc:
             mapped = map_error(exc) or peewee.OperationalError(str(exc))
             raise mapped from exc
-        return MySQLConnection(raw)
+        # aiomysql 0.3 keeps its StreamWriter private; keepalive is a socket option.
+        enable_keepalive(getattr(raw, "_writer", None))
+        return MySQLConnection(raw, self)
+
+    async def kill(self, thread_id: int) -> None:
+        """Kill a server thread (and its running statement) from a short-lived connection."""
+        try:
+            side = await aiomysql.connect(**self._options)
+            try:
+                async with side.cursor() as cursor:
+                    await cursor.execute(f"KILL {int(thread_id)}")
+            finally:
+                side.close()
+        except Exception as exc:  # the thread may be gone already
+            logger.debug("KILL %s failed: %r", thread_id, exc)

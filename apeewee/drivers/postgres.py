@@ -12,7 +12,8 @@ from typing import Any
 
 import peewee
 
-from .base import Result
+from ..errors import StaleConnection
+from .base import Result, enable_keepalive
 
 try:
     import asyncpg
@@ -147,6 +148,9 @@ class PostgresConnection:
         return stmt
 
     async def execute(self, sql: str, params: Sequence[Any] | None) -> Result:
+        if self.raw.is_closed():
+            raise StaleConnection("the PostgreSQL connection was closed before the "
+                                  "statement was sent; nothing of it ran")
         sql = to_numbered_placeholders(sql)
         args = params or ()
         try:
@@ -191,6 +195,9 @@ class PostgresConnection:
 
     async def rollback(self) -> None:
         await self._simple("ROLLBACK")
+
+    async def ping(self) -> None:
+        await self._simple("SELECT 1")
 
     def in_transaction(self) -> bool:
         return bool(self.raw.is_in_transaction())
@@ -276,4 +283,7 @@ class PostgresDriver:
         except Exception as exc:
             mapped = map_error(exc) or peewee.OperationalError(str(exc))
             raise mapped from exc
+        # asyncpg 0.29-0.32 keeps its transport in a private attribute; keepalive is a
+        # socket option, so this is where it can be set.
+        enable_keepalive(getattr(raw, "_transport", None))
         return PostgresConnection(raw, self._cache_size)

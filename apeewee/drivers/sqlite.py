@@ -66,6 +66,9 @@ class SqliteConnection:
                 raise
             raise mapped from exc
 
+    async def ping(self) -> None:
+        await self.execute("SELECT 1", None)
+
     async def begin(self, isolation_level: str | None = None, lock_type: str | None = None) -> None:
         if isolation_level is not None:
             raise ValueError("SQLite has no isolation levels; use lock_type='immediate' etc.")

@@ -44,11 +44,13 @@ class AwaitableQuery:
     async def _aresult(self) -> Any:
         return await self.aexecute()
 
-    async def aexecute(self, database: Any = None) -> Any:
-        """Execute; returns what peewee's ``execute()`` returns for this query type."""
+    async def aexecute(self, database: Any = None, timeout: float | None = None) -> Any:
+        """Execute; returns what peewee's ``execute()`` returns for this query type.
+        ``timeout`` (seconds, default the database's ``query_timeout``) cancels a
+        statement that runs longer, raising ``apeewee.QueryTimeout``."""
         self._apeewee_used = True
         db = resolve_database(self, database)
-        return await db.aexecute(self)
+        return await db.aexecute(self, timeout=timeout)
 
     def clone(self) -> Any:
         self._apeewee_used = True  # a derived query carries on the work

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import peewee
@@ -33,19 +34,20 @@ def populate(wrapper: peewee.CursorWrapper, result: Result) -> list[Any]:
     return out
 
 
-async def execute_query(db: Any, query: Any) -> Any:
+async def execute_query(db: Any, query: Any, timeout: float | None = None) -> Any:
     """Run ``query`` on ``db``; return what peewee's ``execute()`` returns for it.
 
     Selects and raw queries give a filled cursor wrapper; inserts the new primary key
     (or rows with ``returning``); updates and deletes the row count.
     """
+    run_sql = db._run_sql if timeout is None else functools.partial(db._run_sql, timeout=timeout)
     if isinstance(query, (peewee.SelectBase, peewee.RawQuery)):
         if _peewee.load_tree(query):
             # with_related() issues more queries; let peewee drive them via replay.
-            return await replay(db, db._run_sql, _peewee.execute_sync, query.clone(), db)
+            return await replay(db, run_sql, _peewee.execute_sync, query.clone(), db)
         sql, params = db.get_sql_context().sql(query).query()
-        result = await db._run_sql(sql, params)
+        result = await run_sql(sql, params)
         wrapper = _peewee.cursor_wrapper(query, result)
         populate(wrapper, result)
         return wrapper
-    return await replay(db, db._run_sql, _peewee.execute_sync, query, db)
+    return await replay(db, run_sql, _peewee.execute_sync, query, db)
