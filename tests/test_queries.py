@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import types
 import warnings
 
@@ -506,3 +507,18 @@ async def test_write_outside_transaction_is_committed_on_return(backend, db, dat
     where, expected = await write(db, data.User)
     assert await outside_count(backend, db, "ap_user", where) == expected
     assert db.pool_stats().in_use == 0
+
+
+async def test_acount_asks_count_star_when_that_cannot_change_the_answer(data, caplog):
+    User = data.User
+    with caplog.at_level(logging.DEBUG, logger="apeewee"):
+        assert await User.aselect().where(User.age == 30).acount() == 2
+    sqls = [r.msg[0] for r in caplog.records if isinstance(r.msg, tuple)]
+    assert any("COUNT(*)" in sql and "_wrapped" not in sql for sql in sqls), sqls
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="apeewee"):
+        assert await User.aselect(User.age).group_by(User.age).acount() == 2
+        assert await User.aselect().order_by(User.id).limit(1).acount() == 1
+        assert await User.aselect().order_by(User.id).limit(1).acount(clear_limit=True) == 3
+    sqls = [r.msg[0] for r in caplog.records if isinstance(r.msg, tuple)]
+    assert sum("_wrapped" in sql for sql in sqls) == 2, sqls

@@ -33,14 +33,27 @@ def map_error(exc: BaseException) -> peewee.PeeweeException | None:
     return mapped
 
 
+def _run_statement(raw: Any, sql: str, params: Sequence[Any]) -> tuple[Any, ...]:
+    """Runs in aiosqlite's thread: execute, fetch everything, read the cursor's facts."""
+    cursor = raw._conn.execute(sql, params)
+    try:
+        return cursor.fetchall(), cursor.description, cursor.rowcount, cursor.lastrowid
+    finally:
+        cursor.close()
+
+
 class SqliteConnection:
     """One aiosqlite connection (a sqlite3 connection served by aiosqlite's thread)."""
 
-    __slots__ = ("_closed", "_driver", "_loaded", "raw")
+    __slots__ = ("_closed", "_driver", "_loaded", "_one_hop", "raw")
 
     def __init__(self, raw: Any, driver: SqliteDriver) -> None:
         self.raw = raw
         self._closed = False
+        # aiosqlite 0.20-0.22 queues work for its thread with Connection._execute(fn,
+        # *args); using it runs a statement and fetches its rows in one hop. Without
+        # it, fall back to the public execute() + fetchall() (two hops).
+        self._one_hop = callable(getattr(raw, "_execute", None))
         self._driver = driver
         self._loaded: set[str] = set()
 
@@ -57,6 +70,11 @@ class SqliteConnection:
         try:
             if len(self._loaded) != len(self._driver.functions):
                 await self.load_functions()  # a function was registered since
+            if self._one_hop:
+                # One trip to aiosqlite's thread instead of two (execute, fetchall).
+                rows, description, rowcount, lastrowid = await self.raw._execute(
+                    _run_statement, self.raw, sql, params or ())
+                return Result(rows, description, rowcount, lastrowid)
             cursor = await self.raw.execute(sql, params or ())
             rows = await cursor.fetchall()
             return Result(rows, cursor.description, cursor.rowcount, cursor.lastrowid)

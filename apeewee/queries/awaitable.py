@@ -123,9 +123,21 @@ class AsyncSelectMixin(AwaitableQuery):
         return row[0] if row and not as_tuple else row
 
     async def acount(self, clear_limit: bool = False, database: Any = None) -> int:
-        """``SELECT COUNT(1)`` over this query, as peewee's ``count()``."""
+        """The number of rows this query returns, as peewee's ``count()``.
+
+        peewee wraps the query: ``SELECT COUNT(1) FROM (...) AS _wrapped``. When that
+        cannot change the answer (no GROUP BY, HAVING, DISTINCT, LIMIT/OFFSET, window or
+        row lock), apeewee asks ``SELECT COUNT(*) FROM ... WHERE ...`` instead, which
+        databases answer faster (SQLite's whole-table count uses its fast path).
+        """
         self._apeewee_used = True
         db = resolve_database(self, database)
+        if _plain_count(self, clear_limit):
+            query = self.order_by().select(peewee.fn.COUNT(peewee.SQL("*"))).tuples()  # type: ignore[attr-defined]
+            if clear_limit:
+                query._limit = query._offset = None
+            rows = (await query.aexecute(db)).row_cache
+            return int(rows[0][0]) if rows else 0
         return int(await db._replay(self.count, db, clear_limit=clear_limit))  # type: ignore[attr-defined]
 
     async def aexists(self, database: Any = None) -> bool:
@@ -133,6 +145,20 @@ class AsyncSelectMixin(AwaitableQuery):
         self._apeewee_used = True
         db = resolve_database(self, database)
         return bool(await db._replay(self.exists, db))  # type: ignore[attr-defined]
+
+
+def _plain_count(query: Any, clear_limit: bool) -> bool:
+    """Whether COUNT(*) over the query's own FROM/WHERE equals counting its rows."""
+    return (
+        isinstance(query, peewee.Select)
+        and not query._group_by
+        and query._having is None
+        and query._distinct is None
+        and not query._simple_distinct
+        and not query._windows
+        and not query._for_update
+        and (clear_limit or (query._limit is None and query._offset is None))
+    )
 
 
 class AsyncModelSelect(AsyncSelectMixin, peewee.ModelSelect):
