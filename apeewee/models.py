@@ -19,6 +19,7 @@ from .queries.awaitable import (
     AsyncModelSelect,
     AsyncModelUpdate,
 )
+from .queries.execute import populate
 from .routing import resolve
 
 __all__ = ["Model"]
@@ -28,6 +29,31 @@ M = TypeVar("M", bound="Model")
 
 def _db(model: type[peewee.Model]) -> Any:
     return resolve(model._meta.database, model.__name__)
+
+
+def _pk_lookup(model: type[peewee.Model], db: Any) -> tuple[Any, ...] | None:
+    """peewee's SQL for ``model.aselect().where(pk == ?).paginate(1, 1)`` on ``db``, with
+    the key's converter and the other parameters; None when the shape is not fixed."""
+    meta = model._meta
+    cache = db.__dict__.setdefault("_apeewee_pk_lookups", {})
+    entry = cache.get(model)
+    if entry is not None and entry[0] is meta.sorted_fields and entry[1] == meta.table_name:
+        return entry[2]  # type: ignore[no-any-return]
+    pk = meta.primary_key
+    lookup = None
+    if pk is not False and not isinstance(pk, (peewee.CompositeKey, peewee.ForeignKeyField)):
+        probes = []
+        for sample in (1, 2):  # two keys: only the key's parameter may differ
+            query = model.aselect().where(pk == peewee.Value(sample, converter=False))
+            query = query.paginate(1, 1)
+            probes.append(db.get_sql_context().sql(query).query())
+        (sql1, params1), (sql2, params2) = probes
+        if sql1 == sql2 and params1[0] == 1 and params2[0] == 2 and params1[1:] == params2[1:]:
+            template = model.aselect()
+            template._apeewee_used = True
+            lookup = (sql1, pk.db_value, tuple(params1[1:]), template)
+    cache[model] = (meta.sorted_fields, meta.table_name, lookup)
+    return lookup
 
 
 class Model(peewee.Model):
@@ -118,8 +144,23 @@ class Model(peewee.Model):
 
     @classmethod
     async def aget_by_id(cls: type[M], pk: Any) -> M:
-        """The instance with this primary key, or ``DoesNotExist``."""
-        return await cls.aget(cls._meta.primary_key == pk)
+        """The instance with this primary key, or ``DoesNotExist``.
+
+        The statement is compiled by peewee once per model and database; later calls
+        only convert the key (the primary-key lookup is the hottest query of most apps).
+        """
+        db = _db(cls)
+        lookup = _pk_lookup(cls, db)
+        if lookup is None or isinstance(pk, (peewee.Node, peewee.Model)):
+            return await cls.aget(cls._meta.primary_key == pk)
+        sql, convert, tail, template = lookup
+        params = [convert(pk), *tail]
+        result = await db._run_sql(sql, params)
+        rows = populate(_peewee.cursor_wrapper(template, result), result)
+        if rows:
+            return rows[0]  # type: ignore[no-any-return]
+        raise cls.DoesNotExist(
+            f"{cls} instance matching query does not exist:\nSQL: {sql}\nParams: {params}")
 
     @classmethod
     async def aget_or_create(cls: type[M], **kwargs: Any) -> tuple[M, bool]:
