@@ -181,6 +181,7 @@ class MySQLDriver:
         options["autocommit"] = True
         if connect_timeout is not None:
             options["connect_timeout"] = connect_timeout
+        self._connect_timeout = connect_timeout
         if isolation_level is not None:
             level = check_isolation_level(isolation_level)
             init = options.get("init_command")
@@ -190,7 +191,14 @@ class MySQLDriver:
 
     async def connect(self) -> MySQLConnection:
         try:
-            raw = await aiomysql.connect(**self._options)
+            # aiomysql's connect_timeout covers the TCP connect only, not the server's
+            # handshake: a server that accepts and stays silent would hang us forever.
+            async with asyncio.timeout(self._connect_timeout):
+                raw = await aiomysql.connect(**self._options)
+        except TimeoutError as exc:
+            raise peewee.OperationalError(
+                f"couldn't connect to MySQL within connect_timeout={self._connect_timeout} s"
+            ) from exc
         except Exception as exc:
             mapped = map_error(exc) or peewee.OperationalError(str(exc))
             raise mapped from exc

@@ -78,6 +78,11 @@ class SqliteConnection:
             cursor = await self.raw.execute(sql, params or ())
             rows = await cursor.fetchall()
             return Result(rows, cursor.description, cursor.rowcount, cursor.lastrowid)
+        except asyncio.CancelledError:
+            # aiosqlite's thread would run the statement to its end (holding the write
+            # lock); sqlite3's interrupt() is safe from any thread and stops it now.
+            self._interrupt()
+            raise
         except Exception as exc:
             mapped = map_error(exc)
             if mapped is None:
@@ -117,7 +122,14 @@ class SqliteConnection:
         self._closed = True
         await self.raw.close()
 
+    def _interrupt(self) -> None:
+        try:
+            self.raw._conn.interrupt()  # aiosqlite 0.20-0.22: the sqlite3 connection
+        except Exception:  # already closed
+            pass
+
     def terminate(self) -> None:
+        self._interrupt()
         self._closed = True
         # stop() queues close-and-stop on aiosqlite's thread without awaiting, so the
         # thread ends even when the loop that opened the connection is gone.

@@ -278,7 +278,10 @@ class Pool:
             if waited > self._stats.wait_time_max:
                 self._stats.wait_time_max = waited
         if got is not None:
-            got.holder = asyncio.current_task()  # _checkin ran in the releasing task
+            # _checkin ran in the releasing task: the holder and its stack are ours.
+            got.holder = asyncio.current_task()
+            if self.leak_timeout is not None:
+                got.acquired_at = traceback.format_stack(limit=16)[:-2]
         return got
 
     def _abandon_wait(self, fut: asyncio.Future[PooledConnection | None]) -> None:
@@ -464,6 +467,8 @@ class Pool:
             else:
                 self._stats.discarded_total[reason] = (
                     self._stats.discarded_total.get(reason, 0) + 1)
+                if reason in _BAD_REASONS:
+                    logger.warning("discarding %r of %s: %s", entry.conn, self.name, reason)
                 self._close_soon(entry, reason)
                 closed += 1
         self._idle = keep
