@@ -122,8 +122,9 @@ class MySQLConnection:
             return False
         # aiomysql 0.3 never reads an idle socket, so it does not notice the server
         # closing it (KILL, restart, idle cut); its private reader has seen the EOF.
+        # A reset (RST) leaves an exception on the reader instead of an EOF.
         reader = getattr(self.raw, "_reader", None)
-        return not (reader is not None and reader.at_eof())
+        return not (reader is not None and (reader.at_eof() or reader.exception() is not None))
 
     async def close(self) -> None:
         self._closed = True

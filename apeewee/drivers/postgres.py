@@ -165,6 +165,8 @@ class PostgresConnection:
                     raise
                 stmt = await self._statement(sql)
                 rows = await stmt.fetch(*args)
+        except pgexc.InternalClientError as exc:
+            raise self._broken(exc) from exc
         except Exception as exc:
             if "cached plan must not change result type" in str(exc):
                 self._stmts.pop(sql, None)
@@ -175,9 +177,23 @@ class PostgresConnection:
         description = [(attr.name,) for attr in stmt.get_attributes()]
         return Result(rows, description, _status_rowcount(stmt.get_statusmsg()))
 
+    def _broken(self, exc: BaseException) -> peewee.PeeweeException:
+        """asyncpg refuses to start a statement on a connection the server has just
+        closed (a FATAL message arrived, the EOF not yet): nothing was sent."""
+        if str(exc).startswith("cannot switch to state"):
+            self.terminate()
+            return StaleConnection(f"the PostgreSQL connection is broken ({exc}); nothing "
+                                   "of the statement was sent")
+        return map_error(exc) or peewee.InterfaceError(str(exc))
+
     async def _simple(self, sql: str) -> None:
+        if self.raw.is_closed():
+            raise StaleConnection("the PostgreSQL connection was closed before the "
+                                  "statement was sent; nothing of it ran")
         try:
             await self.raw.execute(sql)
+        except pgexc.InternalClientError as exc:
+            raise self._broken(exc) from exc
         except Exception as exc:
             mapped = map_error(exc)
             if mapped is None:

@@ -157,7 +157,7 @@ class Pool:
                 entry = await self._wait(start, deadline)
                 if entry is None:  # a slot was freed and reserved for us
                     return await self._open_reserved(deadline)
-            if await self._healthy(entry):
+            if await self._healthy(entry, deadline):
                 return entry
 
     def _take_idle(self, now: float) -> PooledConnection | None:
@@ -179,16 +179,28 @@ class Pool:
             return "idle"
         return None
 
-    async def _healthy(self, entry: PooledConnection) -> bool:
+    async def _healthy(self, entry: PooledConnection, deadline: float | None) -> bool:
         """Ping a reused connection that sat idle at least ``ping_after`` seconds; a dead
-        one is discarded (the caller then takes another)."""
+        one is discarded (the caller then takes another). The ping never outlasts the
+        acquisition's deadline: then ``PoolTimeout``, and the connection is closed (its
+        state after an unanswered ping is unknown)."""
         if self.ping_after is None or entry.checkouts <= 1:
             return True  # never pinged, or fresh from connect()
         if time.monotonic() - entry.idle_since < self.ping_after:
             return True
+        limit = self.loop.time() + self.ping_timeout
+        if deadline is not None and deadline < limit:
+            limit = deadline
         try:
-            async with asyncio.timeout(self.ping_timeout):
+            async with asyncio.timeout_at(limit):
                 await entry.conn.ping()
+        except TimeoutError:
+            self._in_use.discard(entry)
+            self._discard(entry, "dead", terminate=True)
+            if deadline is not None and self.loop.time() >= deadline:
+                self._stats.timeouts_total += 1
+                raise PoolTimeout(self._timeout_message("while checking a connection")) from None
+            return False
         except asyncio.CancelledError:
             self._in_use.discard(entry)
             self._discard(entry, "cancelled during ping", terminate=True)
@@ -246,6 +258,7 @@ class Pool:
             raise
         self._opening -= 1
         self._last_connect_error = None
+        self._fill()  # the server answers (again): back up to min_connections
         now = time.monotonic()
         entry = self._new_entry(conn, now)
         if self._closing:
