@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from peewee import CharField, DateTimeField, IntegerField
+
 # `import apeewee` alone can succeed on a half-built tree (namespace package), so import
 # the names the benchmark needs: a missing one is an ImportError, reported as skipped.
 from apeewee import MySQLDatabase, PostgresqlDatabase, SqliteDatabase
-from peewee import CharField, DateTimeField, IntegerField
 
 from ..workload import POOL_SIZE, SELECT_LIMIT, TABLE
 from .base import System
@@ -59,9 +60,7 @@ class ApeeweeSystem(System):
 
     async def select_100(self, min_value: int) -> list[Any]:
         Item = self.Item
-        return await (
-            Item.aselect().where(Item.value > min_value).order_by(Item.id).limit(SELECT_LIMIT)
-        )
+        return await Item.aselect().where(Item.value > min_value).order_by(Item.id).limit(SELECT_LIMIT)
 
     async def insert(self, name: str, value: int, created: datetime) -> int:
         return await self.Item.ainsert(name=name, value=value, created=created)

@@ -19,12 +19,16 @@ class PeeweeAioSystem(System):
     async def setup(self, info: dict[str, Any], pool_size: int = POOL_SIZE) -> None:
         backend = info["backend"]
         if backend == "postgres":
-            manager = Manager(
-                pg_dsn(info, "asyncpg+pool"), min_size=pool_size, max_size=pool_size
-            )
+            manager = Manager(pg_dsn(info, "asyncpg+pool"), min_size=pool_size, max_size=pool_size)
         elif backend == "mysql":
+            # autocommit=True is required: aiomysql defaults to autocommit off, and then
+            # writes outside a transaction are never committed (the pool closes the
+            # connection "in transaction" on release, and drains under load)
             manager = Manager(
-                mysql_dsn(info, "aiomysql+pool"), minsize=pool_size, maxsize=pool_size
+                mysql_dsn(info, "aiomysql+pool"),
+                minsize=pool_size,
+                maxsize=pool_size,
+                autocommit=True,
             )
         else:
             manager = Manager(f"aiosqlite:///{info['path']}")
@@ -49,12 +53,12 @@ class PeeweeAioSystem(System):
 
     async def select_100(self, min_value: int) -> list[Any]:
         Item = self.Item
-        return await (
-            Item.select().where(Item.value > min_value).order_by(Item.id).limit(SELECT_LIMIT)
-        )
+        return await Item.select().where(Item.value > min_value).order_by(Item.id).limit(SELECT_LIMIT)
 
     async def insert(self, name: str, value: int, created: datetime) -> int:
-        return await self.Item.insert(name=name, value=value, created=created)
+        # `await Item.insert(...)` returns the RETURNING rows on postgres but the row id
+        # elsewhere; create() is the portable way to get the primary key back
+        return (await self.Item.create(name=name, value=value, created=created)).id
 
     async def update(self, pk: int, value: int) -> int:
         Item = self.Item

@@ -85,9 +85,7 @@ class PeeweeSyncSystem(System):
 
     def _select_100(self, min_value: int) -> list[Any]:
         Item = self.Item
-        return list(
-            Item.select().where(Item.value > min_value).order_by(Item.id).limit(SELECT_LIMIT)
-        )
+        return list(Item.select().where(Item.value > min_value).order_by(Item.id).limit(SELECT_LIMIT))
 
     def _insert(self, name: str, value: int, created: datetime) -> int:
         return self.Item.insert(name=name, value=value, created=created).execute()

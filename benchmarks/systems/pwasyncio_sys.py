@@ -22,6 +22,7 @@ from playhouse.pwasyncio import (
 from ..workload import POOL_SIZE, SELECT_LIMIT, STREAM_BATCH, TABLE
 from .base import System
 
+
 class PwAsyncioSystem(System):
     stream_note = f"db.iterate(q.tuples(), buffer_size={STREAM_BATCH})"
 
@@ -76,9 +77,7 @@ class PwAsyncioSystem(System):
 
     async def insert(self, name: str, value: int, created: datetime) -> int:
         async with self.db:
-            return await self.db.aexecute(
-                self.Item.insert(name=name, value=value, created=created)
-            )
+            return await self.db.aexecute(self.Item.insert(name=name, value=value, created=created))
 
     async def update(self, pk: int, value: int) -> int:
         Item = self.Item

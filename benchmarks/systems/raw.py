@@ -156,9 +156,7 @@ class _MySQL:
                         f"INSERT INTO {TABLE} (name, value, created) VALUES (%s, %s, %s)",
                         (name, value, created),
                     )
-                    await cur.execute(
-                        f"UPDATE {TABLE} SET value = %s WHERE id = %s", (new_value, pk)
-                    )
+                    await cur.execute(f"UPDATE {TABLE} SET value = %s WHERE id = %s", (new_value, pk))
                     await cur.execute(f"SELECT {COLS} FROM {TABLE} WHERE id = %s", (pk,))
                     row = await cur.fetchone()
                 await conn.commit()
@@ -247,9 +245,7 @@ class _Sqlite:
                     (name, value, created.isoformat(" ", "microseconds")),
                 )
                 await conn.execute(f"UPDATE {TABLE} SET value = ? WHERE id = ?", (new_value, pk))
-                rows = await conn.execute_fetchall(
-                    f"SELECT {COLS} FROM {TABLE} WHERE id = ?", (pk,)
-                )
+                rows = await conn.execute_fetchall(f"SELECT {COLS} FROM {TABLE} WHERE id = ?", (pk,))
                 await conn.execute("COMMIT")
             except BaseException:
                 await conn.execute("ROLLBACK")

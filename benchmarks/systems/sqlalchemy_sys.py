@@ -167,9 +167,7 @@ class SqlAlchemyCoreSystem(System):
 
     async def stream(self, limit: int) -> int:
         stmt = (
-            select(item_table)
-            .where(item_table.c.id <= limit)
-            .execution_options(yield_per=STREAM_BATCH)
+            select(item_table).where(item_table.c.id <= limit).execution_options(yield_per=STREAM_BATCH)
         )
         n = 0
         async with self.engine.connect() as conn:
