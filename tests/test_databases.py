@@ -8,25 +8,16 @@ import threading
 import uuid
 from typing import Any
 
-import aiomysql
 import asyncpg
 import peewee
 import pytest
 from conftest import BACKENDS, MY, PG, define_models, outside_count
+from helpers import live_server_ids as live_ids
 
 import apeewee
 
 SQLITE_ONLY = [b for b in BACKENDS if b == "sqlite"]
 PG_ONLY = [b for b in BACKENDS if b == "postgres"]
-
-
-async def wait_until(predicate: Any, what: str, tries: int = 500, delay: float = 0.01) -> None:
-    """Poll ``predicate`` a bounded number of times."""
-    for _ in range(tries):
-        if predicate():
-            return
-        await asyncio.sleep(delay)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 def deferred_db(backend: str) -> Any:
@@ -136,25 +127,6 @@ async def test_reinit_replaces_the_pool(backend, tmp_path):
         assert others == [], f"tasks still running after init(): {others}"
     finally:
         await db.close_pool()
-
-
-async def live_ids(backend: str, ids: set[Any]) -> set[Any]:
-    if backend == "postgres":
-        pg = await asyncpg.connect(**PG)
-        try:
-            rows = await pg.fetch("SELECT pid FROM pg_stat_activity WHERE pid = ANY($1::int[])",
-                                  list(ids))
-            return {r["pid"] for r in rows}
-        finally:
-            await pg.close()
-    my = await aiomysql.connect(host=MY["host"], port=MY["port"], user=MY["user"],
-                                password=MY["password"], db=MY["database"], autocommit=True)
-    try:
-        async with my.cursor() as cur:
-            await cur.execute("SELECT ID FROM information_schema.PROCESSLIST")
-            return {int(r[0]) for r in await cur.fetchall()} & set(ids)
-    finally:
-        my.close()
 
 
 # -- proxies -----------------------------------------------------------------------------------

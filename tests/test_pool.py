@@ -9,62 +9,14 @@ import threading
 import warnings
 from typing import Any
 
-import aiomysql
-import asyncpg
 import peewee
 import pytest
-from conftest import BACKENDS, MY, PG, make_db
+from conftest import BACKENDS, make_db
+from helpers import live_server_ids, server_conn_id, wait_gone, wait_until
 
 import apeewee
 
 SERVER_BACKENDS = [b for b in BACKENDS if b in ("postgres", "mysql")]
-
-
-async def wait_until(predicate: Any, what: str, tries: int = 500, delay: float = 0.01) -> None:
-    """Poll ``predicate`` a bounded number of times."""
-    for _ in range(tries):
-        if predicate():
-            return
-        await asyncio.sleep(delay)
-    raise AssertionError(f"gave up waiting for {what}")
-
-
-async def server_conn_id(db: Any, backend: str) -> Any:
-    """The server-side id of the connection a single statement ran on (PG / MySQL)."""
-    sql = "SELECT pg_backend_pid()" if backend == "postgres" else "SELECT CONNECTION_ID()"
-    return (await db.aexecute_sql(sql)).fetchone()[0]
-
-
-async def live_server_ids(backend: str, ids: set[Any]) -> set[Any]:
-    """Which of these PG backend pids / MySQL connection ids are still connected,
-    asked through a connection of the test's own."""
-    if backend == "postgres":
-        pg = await asyncpg.connect(**PG)
-        try:
-            rows = await pg.fetch("SELECT pid FROM pg_stat_activity WHERE pid = ANY($1::int[])",
-                                  list(ids))
-            return {r["pid"] for r in rows}
-        finally:
-            await pg.close()
-    my = await aiomysql.connect(host=MY["host"], port=MY["port"], user=MY["user"],
-                                password=MY["password"], db=MY["database"], autocommit=True)
-    try:
-        async with my.cursor() as cur:
-            await cur.execute("SELECT ID FROM information_schema.PROCESSLIST")
-            return {int(r[0]) for r in await cur.fetchall()} & set(ids)
-    finally:
-        my.close()
-
-
-async def wait_gone(backend: str, ids: set[Any]) -> None:
-    """Poll (bounded) until none of ``ids`` is connected to the server any more."""
-    alive: set[Any] = set(ids)
-    for _ in range(200):
-        alive = await live_server_ids(backend, ids)
-        if not alive:
-            return
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"server connections {sorted(alive)} are still open")
 
 
 # -- options -----------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import asyncpg
 import peewee
 import pytest
 from conftest import MY, PG, outside_count
+from helpers import server_conn_id, wait_gone, wait_until
 
 import apeewee
 
@@ -32,16 +33,6 @@ SERVERS = ["postgres", "mysql"]
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-async def wait_until(predicate: Callable[[], Any], what: str, tries: int = 500,
-                     delay: float = 0.01) -> None:
-    """Poll ``predicate`` a bounded number of times."""
-    for _ in range(tries):
-        if predicate():
-            return
-        await asyncio.sleep(delay)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 async def my_connect() -> Any:
@@ -66,12 +57,6 @@ async def server_fetch(backend: str, sql: str, *args: Any) -> list[tuple[Any, ..
         my.close()
 
 
-async def server_conn_id(db: Any, backend: str) -> Any:
-    """The server-side id of the connection the statement runs on (pinned if in a block)."""
-    sql = "SELECT pg_backend_pid()" if backend == "postgres" else "SELECT CONNECTION_ID()"
-    return (await db.aexecute_sql(sql)).fetchone()[0]
-
-
 async def hold_connections(db: Any, backend: str, n: int) -> list[Any]:
     """Check out ``n`` connections at once (so the pool opens ``n``), return them idle;
     gives their server ids (PG / MySQL)."""
@@ -91,25 +76,6 @@ async def hold_connections(db: Any, backend: str, n: int) -> list[Any]:
     gate.set()
     await asyncio.gather(*tasks)
     return ids
-
-
-async def live_server_ids(backend: str, ids: set[Any]) -> set[Any]:
-    if backend == "postgres":
-        rows = await server_fetch(
-            backend, "SELECT pid FROM pg_stat_activity WHERE pid = ANY($1::int[])", list(ids))
-    else:
-        rows = await server_fetch(backend, "SELECT ID FROM information_schema.PROCESSLIST")
-    return {int(r[0]) for r in rows} & {int(i) for i in ids}
-
-
-async def wait_gone(backend: str, ids: set[Any]) -> None:
-    alive: set[Any] = set(ids)
-    for _ in range(200):
-        alive = await live_server_ids(backend, ids)
-        if not alive:
-            return
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"server connections {sorted(alive)} are still open")
 
 
 async def kill_on_server(backend: str, ids: list[Any] | set[Any]) -> None:

@@ -15,7 +15,6 @@ import asyncio
 import collections
 import dataclasses
 import time
-from collections.abc import Callable
 from typing import Any
 
 import peewee
@@ -27,6 +26,7 @@ from faults import (
     throwaway_pg_fixture,  # noqa: F401
     throwaway_pg_server_fixture,  # noqa: F401
 )
+from helpers import wait_until
 
 import apeewee
 
@@ -86,16 +86,6 @@ async def fresh_table(db: Any) -> Any:
 
 async def uids(Item: Any) -> list[int]:
     return [uid for (uid,) in await Item.aselect(Item.uid).tuples()]
-
-
-async def wait_until(predicate: Callable[[], Any], what: str, tries: int = 1000,
-                     delay: float = 0.01) -> None:
-    """Poll ``predicate`` a bounded number of times."""
-    for _ in range(tries):
-        if predicate():
-            return
-        await asyncio.sleep(delay)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 async def assert_pool_normal(db: Any) -> None:

@@ -11,15 +11,7 @@ from typing import Any
 import peewee
 import pytest
 from conftest import outside_count
-
-
-async def wait_until(predicate: Any, what: str, tries: int = 500, delay: float = 0.01) -> None:
-    """Poll ``predicate`` a bounded number of times."""
-    for _ in range(tries):
-        if predicate():
-            return
-        await asyncio.sleep(delay)
-    raise AssertionError(f"gave up waiting for {what}")
+from helpers import wait_until
 
 
 async def mark(db: Any, backend: str) -> Any:
