@@ -522,3 +522,15 @@ async def test_acount_asks_count_star_when_that_cannot_change_the_answer(data, c
         assert await User.aselect().order_by(User.id).limit(1).acount(clear_limit=True) == 3
     sqls = [r.msg[0] for r in caplog.records if isinstance(r.msg, tuple)]
     assert sum("_wrapped" in sql for sql in sqls) == 2, sqls
+
+
+async def test_with_related_loads_relations_through_peewee(data):
+    User, Tweet = data.User, data.Tweet
+    users = await User.aselect().order_by(User.name).with_related(User.tweets)
+    by_name = {u.name: sorted(t.body for t in u.tweets) for u in users}
+    expected = {}
+    for tweet in await Tweet.aselect(Tweet, User).join(User):
+        expected.setdefault(tweet.user.name, []).append(tweet.body)
+    for name in by_name:
+        assert by_name[name] == sorted(expected.get(name, []))
+    assert sum(len(v) for v in by_name.values()) == await Tweet.aselect().acount()

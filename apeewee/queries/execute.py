@@ -34,6 +34,10 @@ def populate(wrapper: peewee.CursorWrapper, result: Result) -> list[Any]:
     return out
 
 
+def _fresh_execute(query: Any, db: Any) -> Any:
+    return _peewee.execute_sync(query.clone(), db)
+
+
 async def execute_query(db: Any, query: Any, timeout: float | None = None) -> Any:
     """Run ``query`` on ``db``; return what peewee's ``execute()`` returns for it.
 
@@ -44,7 +48,8 @@ async def execute_query(db: Any, query: Any, timeout: float | None = None) -> An
     if isinstance(query, (peewee.SelectBase, peewee.RawQuery)):
         if _peewee.load_tree(query):
             # with_related() issues more queries; let peewee drive them via replay.
-            return await replay(db, run_sql, _peewee.execute_sync, query.clone(), db)
+            # A fresh clone each pass: peewee loads relations only on a query's first run.
+            return await replay(db, run_sql, _fresh_execute, query, db)
         sql, params = db.get_sql_context().sql(query).query()
         result = await run_sql(sql, params)
         wrapper = _peewee.cursor_wrapper(query, result)
