@@ -534,3 +534,13 @@ async def test_with_related_loads_relations_through_peewee(data):
     for name in by_name:
         assert by_name[name] == sorted(expected.get(name, []))
     assert sum(len(v) for v in by_name.values()) == await Tweet.aselect().acount()
+
+
+async def test_compound_of_compound_stays_awaitable(data, backend):
+    User = data.User
+    names = User.aselect(User.name)
+    both = (names.where(User.age == 30) | names.where(User.name == "bob")) - names.where(
+        User.name == "carol")
+    assert isinstance(both, apeewee.AsyncModelCompoundSelectQuery)
+    rows = await both.order_by(User.name)
+    assert [u.name for u in rows] == ["alice", "bob"]

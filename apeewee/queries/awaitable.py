@@ -161,42 +161,39 @@ def _plain_count(query: Any, clear_limit: bool) -> bool:
     )
 
 
-class AsyncModelSelect(AsyncSelectMixin, peewee.ModelSelect):
-    """``Model.aselect()``: a peewee ``ModelSelect`` that can be awaited."""
+class _AsyncCompounds:
+    """UNION / INTERSECT / EXCEPT (and ``+ | & -``) that build awaitable compound queries."""
+
+    model: Any
+
+    def _compound(self, op: str, rhs: Any) -> AsyncModelCompoundSelectQuery:
+        return AsyncModelCompoundSelectQuery(self.model, self, op, rhs)
 
     def union_all(self, rhs: Any) -> AsyncModelCompoundSelectQuery:
-        return AsyncModelCompoundSelectQuery(self.model, self, "UNION ALL", rhs)
-
-    __add__ = union_all
+        return self._compound("UNION ALL", rhs)
 
     def union(self, rhs: Any) -> AsyncModelCompoundSelectQuery:
-        return AsyncModelCompoundSelectQuery(self.model, self, "UNION", rhs)
-
-    __or__ = union
+        return self._compound("UNION", rhs)
 
     def intersect(self, rhs: Any) -> AsyncModelCompoundSelectQuery:
-        return AsyncModelCompoundSelectQuery(self.model, self, "INTERSECT", rhs)
-
-    __and__ = intersect
+        return self._compound("INTERSECT", rhs)
 
     def except_(self, rhs: Any) -> AsyncModelCompoundSelectQuery:
-        return AsyncModelCompoundSelectQuery(self.model, self, "EXCEPT", rhs)
+        return self._compound("EXCEPT", rhs)
 
+    __add__ = union_all
+    __or__ = union
+    __and__ = intersect
     __sub__ = except_
 
 
-class AsyncModelCompoundSelectQuery(AsyncSelectMixin, peewee.ModelCompoundSelectQuery):
+class AsyncModelSelect(_AsyncCompounds, AsyncSelectMixin, peewee.ModelSelect):
+    """``Model.aselect()``: a peewee ``ModelSelect`` that can be awaited."""
+
+
+class AsyncModelCompoundSelectQuery(_AsyncCompounds, AsyncSelectMixin,
+                                    peewee.ModelCompoundSelectQuery):
     """A UNION / INTERSECT / EXCEPT of model selects that can be awaited."""
-
-    def union_all(self, rhs: Any) -> AsyncModelCompoundSelectQuery:
-        return AsyncModelCompoundSelectQuery(self.model, self, "UNION ALL", rhs)
-
-    __add__ = union_all
-
-    def union(self, rhs: Any) -> AsyncModelCompoundSelectQuery:
-        return AsyncModelCompoundSelectQuery(self.model, self, "UNION", rhs)
-
-    __or__ = union
 
 
 class AsyncModelRaw(AsyncSelectMixin, peewee.ModelRaw):
