@@ -19,7 +19,7 @@ from .queries.awaitable import (
     AsyncModelSelect,
     AsyncModelUpdate,
 )
-from .queries.execute import populate
+from .queries.rows import RowPlans, populate
 from .routing import resolve
 
 __all__ = ["Model"]
@@ -51,7 +51,7 @@ def _pk_lookup(model: type[peewee.Model], db: Any) -> tuple[Any, ...] | None:
         if sql1 == sql2 and params1[0] == 1 and params2[0] == 2 and params1[1:] == params2[1:]:
             template = model.aselect()
             template._apeewee_used = True
-            lookup = (sql1, pk.db_value, tuple(params1[1:]), template)
+            lookup = (sql1, pk.db_value, tuple(params1[1:]), template, RowPlans())
     cache[model] = (meta.sorted_fields, meta.table_name, lookup)
     return lookup
 
@@ -153,10 +153,10 @@ class Model(peewee.Model):
         lookup = _pk_lookup(cls, db)
         if lookup is None or isinstance(pk, (peewee.Node, peewee.Model)):
             return await cls.aget(cls._meta.primary_key == pk)
-        sql, convert, tail, template = lookup
+        sql, convert, tail, template, plans = lookup
         params = [convert(pk), *tail]
         result = await db._run_sql(sql, params)
-        rows = populate(_peewee.cursor_wrapper(template, result), result)
+        rows = populate(_peewee.cursor_wrapper(template, result), result, plans)
         if rows:
             return rows[0]  # type: ignore[no-any-return]
         raise cls.DoesNotExist(

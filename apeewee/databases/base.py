@@ -19,8 +19,10 @@ import peewee
 from ..drivers.base import Driver, DriverConnection, Result
 from ..errors import PoolClosed, QueryTimeout, StaleConnection, SyncQueryError
 from ..pool import Pool, PooledConnection, PoolStats
+from ..queries.compiled import SqlCache
 from ..queries.execute import execute_query
 from ..queries.replay import current_replay, replay
+from ..queries.rows import RowPlans
 from ..scope import ConnectionContext, TaskScope, current_scope
 from ..transactions import Atomic, Savepoint, Transaction
 
@@ -59,6 +61,7 @@ class AsyncDatabase:
         self._db_blocks: dict[Any, list[Atomic]] = {}
         self._pool_options = dict(POOL_DEFAULTS)
         self._server_version_known = False
+        self._sql_cache = SqlCache(self)
         super().__init__(database, *args, **kwargs)  # type: ignore[call-arg]
 
     def init(self, database: str | None, **kwargs: Any) -> None:
@@ -67,11 +70,15 @@ class AsyncDatabase:
             if name in kwargs:
                 self._pool_options[name] = kwargs.pop(name)
         self._check_pool_options()
+        size = kwargs.pop("sql_cache_size", self._sql_cache.size)
+        if not isinstance(size, int) or size < 0:
+            raise ValueError(f"sql_cache_size must be an int >= 0, got {size!r}")
         self._retire_pools()
         super().init(database, **kwargs)  # type: ignore[misc]
         if database:
             self._validate_options()
         self._server_version_known = False
+        self._sql_cache = SqlCache(self, size)
 
     def _check_pool_options(self) -> None:
         opts = self._pool_options
@@ -139,6 +146,7 @@ class AsyncDatabase:
         if not self._server_version_known:
             self._learn_server(conn)
             self._server_version_known = True
+            self._sql_cache.clear()  # peewee's SQL may depend on the server version
         return conn
 
     def _forget_dead_pools(self) -> None:
@@ -324,6 +332,22 @@ class AsyncDatabase:
 
     # -- execution -------------------------------------------------------------------------
 
+    def _compile(self, query: Any) -> tuple[str, list[Any], RowPlans | None]:
+        """peewee's SQL and parameters for ``query``, from the compiled-SQL cache when its
+        shape was seen before; with the row plans of that shape (None if uncached)."""
+        return self._sql_cache.compile(query)
+
+    def clear_sql_cache(self) -> None:
+        """Forget every compiled query shape (they are compiled again on next use).
+        Needed only after changing a model's table or a field's column at run time
+        in a way the cache cannot see (see the README's "Compiled-SQL cache")."""
+        self._sql_cache.clear()
+
+    def sql_cache_stats(self) -> dict[str, int]:
+        """``{"shapes": ..., "hits": ..., "misses": ...}`` of the compiled-SQL cache."""
+        cache = self._sql_cache
+        return {"shapes": len(cache._entries), "hits": cache.hits, "misses": cache.misses}
+
     async def _run_sql(self, sql: str, params: Sequence[Any] | None,
                        timeout: float | None = None) -> Result:
         """Run one statement: on the task's pinned connection, else on one checked out
@@ -463,7 +487,10 @@ class AsyncDatabase:
         if state is not None:
             if state.has_next():
                 return state.take()  # answered from the record: no compile, no I/O
-            return super().execute(query, **context_options)  # type: ignore[misc]
+            if context_options:
+                return super().execute(query, **context_options)  # type: ignore[misc]
+            sql, params, _ = self._sql_cache.compile(query)
+            return self.execute_sql(sql, params)
         raise SyncQueryError(_sync_message())
 
     def execute_sql(self, sql: str, params: Any = None, *args: Any, **kwargs: Any) -> Any:

@@ -8,30 +8,10 @@ from typing import Any
 import peewee
 
 from .. import _peewee
-from ..drivers.base import Result
 from .replay import replay
+from .rows import populate
 
-__all__ = ["execute_query", "populate"]
-
-
-def populate(wrapper: peewee.CursorWrapper, result: Result) -> list[Any]:
-    """Fill a peewee cursor wrapper from a fetched result; return its rows.
-
-    peewee's own ``initialize`` and ``process_row`` build every row (models, dicts,
-    tuples, joined instances); only its one-row-at-a-time fetch loop is skipped.
-    """
-    rows = result.rows
-    if rows:
-        wrapper.initialize()
-        wrapper.initialized = True
-        process = wrapper.process_row
-        out = [process(row) for row in rows]
-    else:
-        out = []
-    wrapper.row_cache = out
-    wrapper.count = len(out)
-    wrapper.populated = True
-    return out
+__all__ = ["execute_query"]
 
 
 def _fresh_execute(query: Any, db: Any) -> Any:
@@ -50,9 +30,9 @@ async def execute_query(db: Any, query: Any, timeout: float | None = None) -> An
             # with_related() issues more queries; let peewee drive them via replay.
             # A fresh clone each pass: peewee loads relations only on a query's first run.
             return await replay(db, run_sql, _fresh_execute, query, db)
-        sql, params = db.get_sql_context().sql(query).query()
+        sql, params, plans = db._compile(query)
         result = await run_sql(sql, params)
         wrapper = _peewee.cursor_wrapper(query, result)
-        populate(wrapper, result)
+        populate(wrapper, result, plans)
         return wrapper
     return await replay(db, run_sql, _peewee.execute_sync, query, db)

@@ -1,0 +1,190 @@
+"""Build result rows with peewee's cursor wrappers, without their per-query set-up cost.
+
+peewee's wrapper ``initialize()`` resolves the result columns against the selected nodes
+on every execution; for one query shape and one result description the answer is always
+the same, so a ``RowPlans`` (kept per cached query shape) remembers it.
+
+For the most common case, plain model instances (``ModelObjectCursorWrapper`` over a
+model whose every result column is one of its fields), rows are built without calling
+``Model.__init__`` once per row: the instance gets exactly the ``__data__``, ``_dirty``
+and ``__rel__`` that ``Model(__no_default__=1, **row)`` followed by ``_dirty.clear()``
+gives it (a test pins this against peewee). Any other wrapper uses ``process_row``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import operator
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import peewee
+
+from ..drivers.base import Result
+
+__all__ = ["RowPlans", "populate"]
+
+_PLAIN_ACCESSORS = (peewee.FieldAccessor, peewee.ForeignKeyAccessor)
+
+
+class _Plan:
+    """What ``initialize()`` set on a wrapper for one description, and a fast builder."""
+
+    __slots__ = ("build", "description", "names", "state")
+
+    def __init__(self, description: Any, names: tuple[str, ...], state: dict[str, Any],
+                 build: Callable[[Sequence[Any]], list[Any]] | None) -> None:
+        self.description = description
+        self.names = names
+        self.state = state
+        self.build = build
+
+
+class RowPlans:
+    """Row-building plans of one query shape, per result description (a few at most)."""
+
+    __slots__ = ("_plans",)
+
+    def __init__(self) -> None:
+        self._plans: list[_Plan] = []
+
+    def find(self, description: Any) -> _Plan | None:
+        for plan in self._plans:
+            if plan.description is description:
+                return plan
+        names = _names(description)
+        for plan in self._plans:
+            if plan.names == names:
+                return plan
+        return None
+
+    def learn(self, wrapper: peewee.CursorWrapper, description: Any) -> _Plan:
+        before = dict(wrapper.__dict__)
+        wrapper.initialize()
+        state = {k: v for k, v in wrapper.__dict__.items()
+                 if k not in before or before[k] is not v}
+        plan = _Plan(description, _names(description), state, _fast_builder(wrapper))
+        if len(self._plans) >= 4:  # the same shape rarely yields more descriptions
+            self._plans.pop(0)
+        self._plans.append(plan)
+        return plan
+
+
+def _names(description: Any) -> tuple[str, ...]:
+    return tuple(item[0] for item in description) if description else ()
+
+
+def populate(wrapper: peewee.CursorWrapper, result: Result,
+             plans: RowPlans | None = None) -> list[Any]:
+    """Fill a peewee cursor wrapper from a fetched result; return its rows.
+
+    peewee's ``initialize`` and ``process_row`` decide what every row becomes (models,
+    dicts, tuples, joined instances); only the one-row-at-a-time fetch loop is skipped,
+    and with ``plans`` the column resolution is done once per query shape.
+    """
+    rows = result.rows
+    if rows:
+        if plans is None:
+            wrapper.initialize()
+            build = None
+        else:
+            plan = plans.find(result.description)
+            if plan is None:
+                plan = plans.learn(wrapper, result.description)
+            else:
+                wrapper.__dict__.update(plan.state)
+            build = plan.build
+        wrapper.initialized = True
+        if build is not None:
+            out = build(rows)
+        else:
+            process = wrapper.process_row
+            out = [process(row) for row in rows]
+    else:
+        out = []
+    wrapper.row_cache = out
+    wrapper.count = len(out)
+    wrapper.populated = True
+    return out
+
+
+def _fast_builder(wrapper: Any) -> Callable[[Sequence[Any]], list[Any]] | None:
+    """A builder of plain model instances equal to peewee's, or None if not applicable."""
+    if type(wrapper) is not peewee.ModelObjectCursorWrapper or not wrapper.is_model:
+        return None
+    cls = wrapper.constructor
+    if (cls.__init__ is not peewee.Model.__init__ or cls.__new__ is not object.__new__
+            or cls.__setattr__ is not object.__setattr__
+            or type(cls).__call__ is not type.__call__):
+        return None
+    names = wrapper.unique_columns
+    if len(set(names)) != len(names):
+        return None
+    for name in names:
+        accessor = _class_attr(cls, name)
+        if type(accessor) not in _PLAIN_ACCESSORS or accessor.name != name:
+            return None
+    # peewee's ModelDictCursorWrapper.process_row: unconverted columns first, then the
+    # converted ones; the instance's __data__ keeps that order.
+    order = [*wrapper.no_convert, *wrapper.convert]
+    keys = tuple(names[i] for i in order)
+    pick = operator.itemgetter(*order) if len(order) > 1 else lambda row: (row[order[0]],)
+    nplain = len(wrapper.no_convert)
+    convert = [wrapper.converters[i] for i in wrapper.convert]
+    native = tuple(_native_type(c) for c in convert)
+    # (position in the picked values, native type, converter) of converted columns
+    checks = [(nplain + j, native[j], c) for j, c in enumerate(convert)]
+    all_checked = nplain == 0
+    new = object.__new__
+
+    def build(rows: Sequence[Any]) -> list[Any]:
+        out = []
+        append = out.append
+        for row in rows:
+            values = pick(row)
+            if not (all_checked and tuple(map(type, values)) == native):
+                values = list(values)
+                for j, kind, conv in checks:
+                    value = values[j]
+                    if type(value) is not kind:
+                        values[j] = conv(value)
+            obj = new(cls)
+            attrs = obj.__dict__
+            attrs["__data__"] = dict(zip(keys, values, strict=True))
+            attrs["_dirty"] = set()
+            attrs["__rel__"] = {}
+            append(obj)
+        return out
+
+    return build
+
+
+# Field.adapt implementations that return a value of this exact type unchanged.
+_IDENTITY_ON = {
+    peewee.IntegerField.adapt: int,
+    peewee._StringField.adapt: str,
+    peewee.FloatField.adapt: float,
+    peewee.DateTimeField.adapt: datetime.datetime,
+    peewee.DateField.adapt: datetime.date,
+    peewee.TimeField.adapt: datetime.time,
+    bool: bool,
+}
+
+
+def _native_type(convert: Any) -> type | None:
+    """The type a converter returns unchanged, so the call can be skipped for it.
+
+    Only peewee's own ``Field.python_value`` over one of peewee's own ``adapt``
+    implementations qualifies; for them ``python_value(v) == v`` when ``type(v)`` is
+    that type (a driver value of another type still goes through the converter)."""
+    if getattr(convert, "__func__", None) is not peewee.Field.python_value:
+        return None
+    adapt = convert.__self__.adapt
+    return _IDENTITY_ON.get(getattr(adapt, "__func__", adapt))
+
+
+def _class_attr(cls: type, name: str) -> Any:
+    for klass in cls.__mro__:
+        if name in klass.__dict__:
+            return klass.__dict__[name]
+    return None
