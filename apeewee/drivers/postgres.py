@@ -126,36 +126,39 @@ class PostgresConnection:
 
     def __init__(self, raw: Any, cache_size: int) -> None:
         self.raw = raw
-        self._stmts: OrderedDict[str, Any] = OrderedDict()
+        # peewee's SQL -> (prepared statement, result description)
+        self._stmts: OrderedDict[str, tuple[Any, list[tuple[str]]]] = OrderedDict()
         self._cache_size = cache_size
         self._closed = False
 
-    async def _statement(self, sql: str) -> Any:
+    async def _statement(self, sql: str) -> tuple[Any, list[tuple[str]]]:
+        """The prepared statement for ``sql`` and its result description."""
         stmts = self._stmts
-        stmt = stmts.get(sql)
-        if stmt is not None:
+        entry = stmts.get(sql)
+        if entry is not None:
             stmts.move_to_end(sql)
-            return stmt
+            return entry  # type: ignore[no-any-return]
         if self._cache_size > 0:
             # Named, so the server keeps the plan: asyncpg makes unnamed statements
             # (re-parsed on every run) when its own cache is off, as it is here.
-            stmt = await self.raw.prepare(sql, name=f"__apeewee_{next(_statement_ids)}")
-            stmts[sql] = stmt
+            stmt = await self.raw.prepare(to_numbered_placeholders(sql),
+                                          name=f"__apeewee_{next(_statement_ids)}")
+            entry = stmts[sql] = (stmt, [(attr.name,) for attr in stmt.get_attributes()])
             if len(stmts) > self._cache_size:
                 stmts.popitem(last=False)
         else:  # pgbouncer in transaction mode: nothing may outlive the statement
-            stmt = await self.raw.prepare(sql)
-        return stmt
+            stmt = await self.raw.prepare(to_numbered_placeholders(sql))
+            entry = (stmt, [(attr.name,) for attr in stmt.get_attributes()])
+        return entry
 
     async def execute(self, sql: str, params: Sequence[Any] | None) -> Result:
         if self.raw.is_closed():
             raise StaleConnection("the PostgreSQL connection was closed before the "
                                   "statement was sent; nothing of it ran")
-        sql = to_numbered_placeholders(sql)
         args = params or ()
         try:
             try:
-                stmt = await self._statement(sql)
+                stmt, description = await self._statement(sql)
                 rows = await stmt.fetch(*args)
             except (pgexc.InvalidCachedStatementError, pgexc.OutdatedSchemaCacheError):
                 # The schema changed under a cached statement. Outside a transaction
@@ -163,7 +166,7 @@ class PostgresConnection:
                 self._stmts.pop(sql, None)
                 if self.raw.is_in_transaction():
                     raise
-                stmt = await self._statement(sql)
+                stmt, description = await self._statement(sql)
                 rows = await stmt.fetch(*args)
         except pgexc.InternalClientError as exc:
             raise self._broken(exc) from exc
@@ -174,7 +177,6 @@ class PostgresConnection:
             if mapped is None:
                 raise
             raise mapped from exc
-        description = [(attr.name,) for attr in stmt.get_attributes()]
         return Result(rows, description, _status_rowcount(stmt.get_statusmsg()))
 
     def _broken(self, exc: BaseException) -> peewee.PeeweeException:

@@ -25,6 +25,7 @@ from ..drivers.base import Result
 __all__ = ["RowPlans", "populate"]
 
 _PLAIN_ACCESSORS = (peewee.FieldAccessor, peewee.ForeignKeyAccessor)
+_NoneType = type(None)
 
 
 class _Plan:
@@ -129,28 +130,33 @@ def _fast_builder(wrapper: Any) -> Callable[[Sequence[Any]], list[Any]] | None:
     order = [*wrapper.no_convert, *wrapper.convert]
     keys = tuple(names[i] for i in order)
     pick = operator.itemgetter(*order) if len(order) > 1 else lambda row: (row[order[0]],)
-    nplain = len(wrapper.no_convert)
-    convert = [wrapper.converters[i] for i in wrapper.convert]
-    native = tuple(_native_type(c) for c in convert)
     # (position in the picked values, native type, converter) of converted columns
-    checks = [(nplain + j, native[j], c) for j, c in enumerate(convert)]
-    all_checked = nplain == 0
+    nplain = len(wrapper.no_convert)
+    checks = [(nplain + j, _native_type(wrapper.converters[i]), wrapper.converters[i],
+               _text_parser(wrapper.converters[i])) for j, i in enumerate(wrapper.convert)]
     new = object.__new__
 
     def build(rows: Sequence[Any]) -> list[Any]:
+        # Column by column: a converter runs over a column unless every value in it is
+        # already of the type it would return unchanged (or None, which it keeps).
+        columns = list(zip(*map(pick, rows), strict=False))
+        for j, native, convert, parse in checks:
+            column = columns[j]
+            if native is not None and set(map(type, column)) <= {native, _NoneType}:
+                continue
+            if parse is not None:
+                try:  # a column of text the converter would parse the same way
+                    columns[j] = list(map(parse, column))
+                    continue
+                except (TypeError, ValueError):
+                    pass
+            columns[j] = list(map(convert, column))
         out = []
         append = out.append
-        for row in rows:
-            values = pick(row)
-            if not (all_checked and tuple(map(type, values)) == native):
-                values = list(values)
-                for j, kind, conv in checks:
-                    value = values[j]
-                    if type(value) is not kind:
-                        values[j] = conv(value)
+        for values in zip(*columns, strict=False):
             obj = new(cls)
             attrs = obj.__dict__
-            attrs["__data__"] = dict(zip(keys, values, strict=True))
+            attrs["__data__"] = dict(zip(keys, values, strict=False))
             attrs["_dirty"] = set()
             attrs["__rel__"] = {}
             append(obj)
@@ -181,6 +187,22 @@ def _native_type(convert: Any) -> type | None:
         return None
     adapt = convert.__self__.adapt
     return _IDENTITY_ON.get(getattr(adapt, "__func__", adapt))
+
+
+def _text_parser(convert: Any) -> Callable[[str], Any] | None:
+    """A C function that gives what ``convert`` gives for any text it accepts.
+
+    peewee's DateTimeField turns text (SQLite's storage) into a datetime by
+    ``datetime.fromisoformat`` after replacing a space separator by "T" and a "Z" by
+    "+00:00", both of which ``fromisoformat`` accepts as they are; only when that fails
+    does it try its ``formats``. A column where ``fromisoformat`` raises for any value
+    (None, text in another format) goes through peewee's converter instead.
+    """
+    if (getattr(convert, "__func__", None) is peewee.Field.python_value
+            and getattr(convert.__self__.adapt, "__func__", None) is peewee.DateTimeField.adapt
+            and getattr(peewee, "_fromisoformat", None) == datetime.datetime.fromisoformat):
+        return datetime.datetime.fromisoformat
+    return None
 
 
 def _class_attr(cls: type, name: str) -> Any:
