@@ -275,15 +275,26 @@ async def test_rows_with_extra_columns_or_custom_init_use_peewee(db, models):
         class Meta:
             table_name = "ap_user"
 
-    for query, takes_fast in ((User.aselect(User.name, fn.UPPER(User.name).alias("up")), False),
-                              (Custom.aselect(), False), (User.aselect().dicts(), False)):
+    upper = fn.UPPER(User.name).alias("up")
+    for query, takes_fast in (cases := ((User.aselect(User.name, upper), False),
+                              (Custom.aselect(), False),
+                              (User.aselect(User.name).namedtuples(), False),
+                              (User.aselect().dicts(), True),
+                              (User.aselect(User.name, upper, User.id).dicts(), True),
+                              (User.aselect().tuples(), True),
+                              (User.aselect(upper, User.age).tuples(), True))):
         query._apeewee_used = True
-        slow, fast, _, plans = await _both_ways(db, query)
-        if isinstance(slow[0], dict):
-            assert fast == slow
-        else:
+    for query, takes_fast in cases:
+        slow, fast, again, plans = await _both_ways(db, query)
+        if isinstance(slow[0], User):
             assert [_state(o) for o in fast] == [_state(o) for o in slow]
-        assert (plans._plans[0].build is not None) is takes_fast
+        else:
+            assert fast == again == slow
+            assert [(type(r).__name__, getattr(r, "_fields", None)) for r in fast] == [
+                (type(r).__name__, getattr(r, "_fields", None)) for r in slow]
+            if isinstance(slow[0], dict):
+                assert [list(r) for r in fast] == [list(r) for r in slow]  # key order
+        assert (plans._plans[0].build is not None) is takes_fast, query
     rows = await Custom.aselect()
     assert rows[0].seen is True
     rows = await User.aselect(User.name, fn.UPPER(User.name).alias("up"))
@@ -354,3 +365,18 @@ async def test_sqlite_datetime_text_parses_as_peewee_does(tmp_path):
         assert got == expected[:len(got)]
         assert [type(v) for v in got] == [type(v) for v in expected[:len(got)]]
     await db.close_pool()
+
+
+async def test_async_for_builds_rows_in_chunks_equal_to_await(db, models):
+    User = models.User
+    async with db.atomic():
+        await User.ainsert_many([{"name": f"u{i:05d}", "age": i % 90} for i in range(2500)])
+    for query in (User.aselect().order_by(User.id), User.aselect().order_by(User.id).tuples(),
+                  User.aselect(User.name).order_by(User.id).dicts()):
+        awaited = await query
+        iterated = [row async for row in query]
+        assert len(iterated) == 2500
+        if isinstance(awaited[0], User):
+            assert [_state(o) for o in iterated] == [_state(o) for o in awaited]
+        else:
+            assert iterated == awaited

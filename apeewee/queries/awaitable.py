@@ -15,6 +15,7 @@ from typing import Any
 import peewee
 
 from ..routing import resolve_database
+from .execute import iterate_query
 from .replay import replay_active
 
 __all__ = [
@@ -84,8 +85,11 @@ class AsyncSelectMixin(AwaitableQuery):
         return self._aiter()
 
     async def _aiter(self) -> AsyncIterator[Any]:
-        for row in await self._aresult():
-            yield row
+        self._apeewee_used = True
+        db = resolve_database(self, None)
+        for rows in await iterate_query(db, self):
+            for row in rows:
+                yield row
 
     async def aget(self, database: Any = None) -> Any:
         """The first row; ``Model.DoesNotExist`` (model queries) or None when there is none."""

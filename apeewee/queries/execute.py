@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from typing import Any
 
 import peewee
 
 from .. import _peewee
 from .replay import replay
-from .rows import populate
+from .rows import chunks, populate
 
-__all__ = ["execute_query"]
+__all__ = ["execute_query", "iterate_query"]
 
 
 def _fresh_execute(query: Any, db: Any) -> Any:
@@ -36,3 +37,12 @@ async def execute_query(db: Any, query: Any, timeout: float | None = None) -> An
         populate(wrapper, result, plans)
         return wrapper
     return await replay(db, run_sql, _peewee.execute_sync, query, db)
+
+
+async def iterate_query(db: Any, query: Any) -> Iterator[list[Any]]:
+    """Run a select on ``db``; its rows come built in chunks, as they are iterated."""
+    if _peewee.load_tree(query):
+        return iter([(await execute_query(db, query)).row_cache])
+    sql, params, plans = db._compile(query)
+    result = await db._run_sql(sql, params)
+    return chunks(_peewee.cursor_wrapper(query, result), result, plans)

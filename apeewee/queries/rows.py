@@ -4,25 +4,27 @@ peewee's wrapper ``initialize()`` resolves the result columns against the select
 on every execution; for one query shape and one result description the answer is always
 the same, so a ``RowPlans`` (kept per cached query shape) remembers it.
 
-For the most common case, plain model instances (``ModelObjectCursorWrapper`` over a
-model whose every result column is one of its fields), rows are built without calling
-``Model.__init__`` once per row: the instance gets exactly the ``__data__``, ``_dirty``
-and ``__rel__`` that ``Model(__no_default__=1, **row)`` followed by ``_dirty.clear()``
-gives it (a test pins this against peewee). Any other wrapper uses ``process_row``.
+For the common wrappers, rows are built column by column, with what peewee's
+``process_row`` gives (tests pin this against peewee): model tuples, model dicts, and
+plain model instances (``ModelObjectCursorWrapper`` over a model whose every result
+column is one of its fields), which get exactly the ``__data__``, ``_dirty`` and
+``__rel__`` that ``Model(__no_default__=1, **row)`` followed by ``_dirty.clear()``
+gives them, without a call to ``Model.__init__`` per row. Any other wrapper (joins,
+namedtuples, custom constructors) uses ``process_row``.
 """
 
 from __future__ import annotations
 
 import datetime
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import peewee
 
 from ..drivers.base import Result
 
-__all__ = ["RowPlans", "populate"]
+__all__ = ["RowPlans", "chunks", "populate"]
 
 _PLAIN_ACCESSORS = (peewee.FieldAccessor, peewee.ForeignKeyAccessor)
 _NoneType = type(None)
@@ -84,35 +86,106 @@ def populate(wrapper: peewee.CursorWrapper, result: Result,
     and with ``plans`` the column resolution is done once per query shape.
     """
     rows = result.rows
-    if rows:
-        if plans is None:
-            wrapper.initialize()
-            build = None
-        else:
-            plan = plans.find(result.description)
-            if plan is None:
-                plan = plans.learn(wrapper, result.description)
-            else:
-                wrapper.__dict__.update(plan.state)
-            build = plan.build
-        wrapper.initialized = True
-        if build is not None:
-            out = build(rows)
-        else:
-            process = wrapper.process_row
-            out = [process(row) for row in rows]
-    else:
-        out = []
+    out = _builder(wrapper, result, plans)(rows) if rows else []
     wrapper.row_cache = out
     wrapper.count = len(out)
     wrapper.populated = True
     return out
 
 
+def chunks(wrapper: peewee.CursorWrapper, result: Result, plans: RowPlans | None = None,
+           size: int = 1000) -> Iterator[list[Any]]:
+    """The rows of a fetched result, built ``size`` at a time (for ``async for``: only
+    the rows being iterated exist as models at once)."""
+    rows = result.rows
+    if not rows:
+        return
+    build = _builder(wrapper, result, plans)
+    for start in range(0, len(rows), size):
+        yield build(rows[start:start + size])
+
+
+def _builder(wrapper: peewee.CursorWrapper, result: Result,
+             plans: RowPlans | None) -> Callable[[Sequence[Any]], list[Any]]:
+    """Initialize ``wrapper`` (from a plan when there is one) and give its row builder."""
+    if plans is None:
+        wrapper.initialize()
+        build = None
+    else:
+        plan = plans.find(result.description)
+        if plan is None:
+            plan = plans.learn(wrapper, result.description)
+        else:
+            wrapper.__dict__.update(plan.state)
+        build = plan.build
+    wrapper.initialized = True
+    if build is not None:
+        return build
+    process = wrapper.process_row
+    return lambda rows: [process(row) for row in rows]
+
+
 def _fast_builder(wrapper: Any) -> Callable[[Sequence[Any]], list[Any]] | None:
-    """A builder of plain model instances equal to peewee's, or None if not applicable."""
-    if type(wrapper) is not peewee.ModelObjectCursorWrapper or not wrapper.is_model:
-        return None
+    """A builder equal to peewee's ``process_row`` for plain model instances, model
+    tuples and model dicts; None for any other wrapper."""
+    kind = type(wrapper)
+    if kind is peewee.ModelTupleCursorWrapper:
+        converters = wrapper.converters
+        order = list(range(wrapper.ncols))
+        convert = [i for i in order if converters[i] is not None]
+        to_columns = _column_converter(order, convert, converters)
+        return lambda rows: list(zip(*to_columns(rows), strict=False))
+    if kind is peewee.ModelDictCursorWrapper:
+        return _dict_builder(wrapper)
+    if kind is peewee.ModelObjectCursorWrapper and wrapper.is_model:
+        return _model_builder(wrapper)
+    return None
+
+
+def _column_converter(order: list[int], convert: list[int], converters: list[Any]
+                      ) -> Callable[[Sequence[Any]], list[Any]]:
+    """Rows -> the columns at ``order``, those in ``convert`` through their converter.
+
+    Column by column: a converter runs over a column unless every value in it is
+    already of the type it would return unchanged (or None, which it keeps)."""
+    pick = operator.itemgetter(*order) if len(order) > 1 else lambda row: (row[order[0]],)
+    position = {index: j for j, index in enumerate(order)}
+    checks = [(position[i], _native_type(converters[i]), converters[i],
+               _text_parser(converters[i])) for i in convert]
+
+    def to_columns(rows: Sequence[Any]) -> list[Any]:
+        columns = list(zip(*map(pick, rows), strict=False))
+        for j, native, conv, parse in checks:
+            column = columns[j]
+            if native is not None and set(map(type, column)) <= {native, _NoneType}:
+                continue
+            if parse is not None:
+                try:  # a column of text the converter would parse the same way
+                    columns[j] = list(map(parse, column))
+                    continue
+                except (TypeError, ValueError):
+                    pass
+            columns[j] = list(map(conv, column))
+        return columns
+
+    return to_columns
+
+
+def _dict_builder(wrapper: Any) -> Callable[[Sequence[Any]], list[Any]]:
+    # peewee's ModelDictCursorWrapper.process_row: unconverted columns first, then the
+    # converted ones; each dict keeps that order.
+    order = [*wrapper.no_convert, *wrapper.convert]
+    keys = tuple(wrapper.unique_columns[i] for i in order)
+    to_columns = _column_converter(order, list(wrapper.convert), wrapper.converters)
+
+    def build(rows: Sequence[Any]) -> list[Any]:
+        return [dict(zip(keys, values, strict=False))
+                for values in zip(*to_columns(rows), strict=False)]
+
+    return build
+
+
+def _model_builder(wrapper: Any) -> Callable[[Sequence[Any]], list[Any]] | None:
     cls = wrapper.constructor
     if (cls.__init__ is not peewee.Model.__init__ or cls.__new__ is not object.__new__
             or cls.__setattr__ is not object.__setattr__
@@ -125,35 +198,16 @@ def _fast_builder(wrapper: Any) -> Callable[[Sequence[Any]], list[Any]] | None:
         accessor = _class_attr(cls, name)
         if type(accessor) not in _PLAIN_ACCESSORS or accessor.name != name:
             return None
-    # peewee's ModelDictCursorWrapper.process_row: unconverted columns first, then the
-    # converted ones; the instance's __data__ keeps that order.
+    # Model(__no_default__=1, **data) sets the fields in the order of peewee's dict row.
     order = [*wrapper.no_convert, *wrapper.convert]
     keys = tuple(names[i] for i in order)
-    pick = operator.itemgetter(*order) if len(order) > 1 else lambda row: (row[order[0]],)
-    # (position in the picked values, native type, converter) of converted columns
-    nplain = len(wrapper.no_convert)
-    checks = [(nplain + j, _native_type(wrapper.converters[i]), wrapper.converters[i],
-               _text_parser(wrapper.converters[i])) for j, i in enumerate(wrapper.convert)]
+    to_columns = _column_converter(order, list(wrapper.convert), wrapper.converters)
     new = object.__new__
 
     def build(rows: Sequence[Any]) -> list[Any]:
-        # Column by column: a converter runs over a column unless every value in it is
-        # already of the type it would return unchanged (or None, which it keeps).
-        columns = list(zip(*map(pick, rows), strict=False))
-        for j, native, convert, parse in checks:
-            column = columns[j]
-            if native is not None and set(map(type, column)) <= {native, _NoneType}:
-                continue
-            if parse is not None:
-                try:  # a column of text the converter would parse the same way
-                    columns[j] = list(map(parse, column))
-                    continue
-                except (TypeError, ValueError):
-                    pass
-            columns[j] = list(map(convert, column))
         out = []
         append = out.append
-        for values in zip(*columns, strict=False):
+        for values in zip(*to_columns(rows), strict=False):
             obj = new(cls)
             attrs = obj.__dict__
             attrs["__data__"] = dict(zip(keys, values, strict=False))
