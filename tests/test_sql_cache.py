@@ -276,13 +276,14 @@ async def test_rows_with_extra_columns_or_custom_init_use_peewee(db, models):
             table_name = "ap_user"
 
     upper = fn.UPPER(User.name).alias("up")
-    for query, takes_fast in (cases := ((User.aselect(User.name, upper), False),
+    cases = ((User.aselect(User.name, upper), False),
                               (Custom.aselect(), False),
                               (User.aselect(User.name).namedtuples(), False),
                               (User.aselect().dicts(), True),
                               (User.aselect(User.name, upper, User.id).dicts(), True),
                               (User.aselect().tuples(), True),
-                              (User.aselect(upper, User.age).tuples(), True))):
+                              (User.aselect(upper, User.age).tuples(), True))
+    for query, _ in cases:
         query._apeewee_used = True
     for query, takes_fast in cases:
         slow, fast, again, plans = await _both_ways(db, query)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import peewee
@@ -80,20 +80,34 @@ class MySQLConnection:
                 raise
             raise mapped from exc
 
-    async def _simple(self, sql: str) -> None:
-        await self.execute(sql, None)
+    async def _control(self, action: Callable[[], Awaitable[None]]) -> None:
+        """BEGIN / COMMIT / ROLLBACK with aiomysql's own methods: one packet each way,
+        no cursor and no result set to read."""
+        if not self.is_usable():
+            raise StaleConnection("the MySQL connection was closed before the statement "
+                                  "was sent; nothing of it ran")
+        try:
+            await action()
+        except asyncio.CancelledError:
+            self._kill_on_server()
+            raise
+        except Exception as exc:
+            mapped = map_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     async def begin(self, isolation_level: str | None = None, lock_type: str | None = None) -> None:
         if isolation_level is not None:
             level = check_isolation_level(isolation_level)
-            await self._simple(f"SET TRANSACTION ISOLATION LEVEL {level}")
-        await self._simple("BEGIN")
+            await self.execute(f"SET TRANSACTION ISOLATION LEVEL {level}", None)
+        await self._control(self.raw.begin)
 
     async def commit(self) -> None:
-        await self._simple("COMMIT")
+        await self._control(self.raw.commit)
 
     async def rollback(self) -> None:
-        await self._simple("ROLLBACK")
+        await self._control(self.raw.rollback)
 
     def _kill_on_server(self) -> None:
         self._closed = True

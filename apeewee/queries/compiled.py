@@ -76,8 +76,19 @@ def _shape(obj: Any, leaves: list[Any], refs: list[Any] | None) -> Any:
         attrs = obj.__dict__
         if attrs.get("_apeewee_used") is False:
             attrs["_apeewee_used"] = True  # a subquery: compiled, as far as its user knows
-        return (t, *[(k, _shape(v, leaves, refs)) for k, v in attrs.items()
-                     if k not in _SKIP])
+        # The attribute names, then each value's shape (leaves inline: this loop is
+        # the hot path of every cached query).
+        out = [t, tuple(attrs)]
+        for k, v in attrs.items():
+            if k in _SKIP:
+                continue
+            tv = type(v)
+            if tv in _LEAF_TYPES:
+                leaves.append(v)
+                out.append(tv)
+            else:
+                out.append(_shape(v, leaves, refs))
+        return tuple(out)
     if isinstance(obj, _ModelBase):
         if refs is not None:
             refs.append(obj)
