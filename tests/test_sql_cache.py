@@ -381,3 +381,76 @@ async def test_async_for_builds_rows_in_chunks_equal_to_await(db, models):
             assert [_state(o) for o in iterated] == [_state(o) for o in awaited]
         else:
             assert iterated == awaited
+
+
+# -- holes found in review: each must give peewee's own compile ---------------------------
+
+
+def _same_as_peewee(db, query):
+    query._apeewee_used = True
+    expected = db.get_sql_context().sql(query).query()
+    assert db._compile(query)[:2] == expected
+    return expected
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite", "postgres", "mysql"])
+def test_callable_defaults_returning_none_or_bools_are_not_frozen(backend_name, tmp_path):
+    db = make_db(backend_name, tmp_path)
+    state = {"owner": None, "flag": False}
+    calls = []
+
+    def next_owner():
+        calls.append(1)
+        return state["owner"]
+
+    class T(db.Model):
+        owner = peewee.IntegerField(null=True, default=next_owner)
+        b = peewee.CharField(null=True)
+        f = peewee.BooleanField(default=lambda: state["flag"])
+
+    for _ in range(3):
+        _, params = _same_as_peewee(db, T.ainsert(b="x"))
+    state.update(owner=42, flag=True)
+    q = T.ainsert(b="y")
+    q._apeewee_used = True
+    calls.clear()
+    params = db._compile(q)[1]
+    assert 42 in params and True in params and "y" in params
+    assert len(calls) == 1  # peewee's one call per compile; no extra calls for probes
+
+
+def test_one_subquery_used_twice_is_not_two_equal_subqueries(tmp_path):
+    db = make_db("sqlite", tmp_path)
+
+    class T(db.Model):
+        a = peewee.IntegerField(null=True)
+
+    def shared(v):
+        sub = T.select(T.a).where(T.a > v)
+        return T.aselect(sub.c.a).from_(sub)
+
+    def separate(v):
+        s1 = T.select(T.a).where(T.a > v)
+        s2 = T.select(T.a).where(T.a > v)
+        return T.aselect(s1.c.a).from_(s2)
+
+    for order in ((separate, shared), (shared, separate)):
+        db.clear_sql_cache()
+        for build in order * 3:
+            _same_as_peewee(db, build(5))
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite", "postgres", "mysql"])
+def test_db_value_giving_sql_for_some_values(backend_name, tmp_path):
+    db = make_db(backend_name, tmp_path)
+
+    class SentinelField(peewee.IntegerField):
+        def db_value(self, value):
+            return SQL("DEFAULT") if value == 0 else super().db_value(value)
+
+    class T(db.Model):
+        a = peewee.IntegerField(null=True)
+        s = SentinelField(null=True)
+
+    for v in (5, 6, 0, 7, 0):
+        _same_as_peewee(db, T.aupdate(s=v).where(T.a == 1))

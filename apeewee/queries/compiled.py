@@ -15,9 +15,13 @@ context that, for each probe reaching ``Context.value()``, records the position 
 converter peewee would apply, instead of applying it. Leaves that never become
 parameters (booleans, None, strings used as names...) are *fixed*: the cached SQL is
 valid only when they are equal. A shape is cached only if
-- a second copy, with every probe's value changed, compiles to the same SQL (no
+- a second copy, with every parameter's value changed, compiles to the same SQL (no
   parameter value leaks into the text),
-- every parameter came from a leaf (none from elsewhere, e.g. a callable default), and
+- every parameter came from a probe, or is None/True/False (from a fixed leaf: the
+  variant is keyed by those), and no callable insert default is called (peewee computes
+  those at every compile),
+- no parameter value is a node (a ``db_value()`` that returns SQL for some values: the
+  check also runs on every cache hit), and
 - the SQL and parameters rebuilt from the cache equal peewee's own compile of the query.
 Anything else (an unknown object in the tree, a failing probe) leaves the shape
 uncached: peewee compiles it every time, as without the cache.
@@ -52,21 +56,23 @@ _Field = peewee.Field
 _Node = peewee.Node
 _ModelBase = peewee.ModelBase
 _FUNCTION_TYPES = (FunctionType, BuiltinFunctionType)
+_INLINED = (_Node, _ModelBase)  # values peewee's Context.value() compiles into the SQL
 
 
 class _Uncacheable(Exception):
     """The query holds something the shape walk does not understand."""
 
 
-def _shape(obj: Any, leaves: list[Any], refs: list[Any] | None) -> Any:
+def _shape(obj: Any, leaves: list[Any], refs: list[Any] | None,
+           sources: dict[int, int]) -> Any:
     t = type(obj)
     if t in _LEAF_TYPES:
         leaves.append(obj)
         return t
     if t is tuple or t is list:
-        return (t, *[_shape(x, leaves, refs) for x in obj])
+        return (t, *[_shape(x, leaves, refs, sources) for x in obj])
     if t is dict:
-        return (t, *[(_shape(k, leaves, refs), _shape(v, leaves, refs))
+        return (t, *[(_shape(k, leaves, refs, sources), _shape(v, leaves, refs, sources))
                      for k, v in obj.items()])
     if isinstance(obj, _Field):
         if refs is not None:
@@ -81,13 +87,17 @@ def _shape(obj: Any, leaves: list[Any], refs: list[Any] | None) -> Any:
         out = [t, tuple(attrs)]
         for k, v in attrs.items():
             if k in _SKIP:
+                if k == "_hash":
+                    # peewee aliases sources (subqueries, CTEs) by this per-object hash:
+                    # one object used twice is not two equal objects. Key the pattern.
+                    out.append(sources.setdefault(v, len(sources)))
                 continue
             tv = type(v)
             if tv in _LEAF_TYPES:
                 leaves.append(v)
                 out.append(tv)
             else:
-                out.append(_shape(v, leaves, refs))
+                out.append(_shape(v, leaves, refs, sources))
         return tuple(out)
     if isinstance(obj, _ModelBase):
         if refs is not None:
@@ -249,22 +259,27 @@ class SqlCache:
             return (*self._peewee(query), None)
         leaves: list[Any] = []
         try:
-            key = (type(query), _shape(query, leaves, None))
+            key = (type(query), _shape(query, leaves, None, {}))
         except (_Uncacheable, RecursionError):
             return (*self._peewee(query), None)
         entries = self._entries
         entry = entries.get(key, False)
         if entry is None:  # known not to be cacheable
             entries.move_to_end(key)
+            self.misses += 1
             return (*self._peewee(query), None)
         if entry is not False:
             variant = entry.variants.get(tuple([leaves[i] for i in entry.fixed]))
             if variant is not None:
-                entries.move_to_end(key)
-                self.hits += 1
-                return variant.sql, [
-                    leaves[slot] if convert is None else convert(leaves[slot])
-                    for slot, convert in variant.params], variant.plans
+                params = [leaves[slot] if convert is None else convert(leaves[slot])
+                          for slot, convert in variant.params]
+                if not any(isinstance(p, _INLINED) for p in params):
+                    entries.move_to_end(key)
+                    self.hits += 1
+                    return variant.sql, params, variant.plans
+                # a field's db_value() gave a node for this value: peewee inlines it
+                self.misses += 1
+                return (*self._peewee(query), None)
         self.misses += 1
         sql, params = self._peewee(query)
         variant = self._learn(key, query, leaves, sql, params, entry or None)
@@ -281,7 +296,11 @@ class SqlCache:
     def _learn(self, key: Any, query: Any, leaves: list[Any], sql: str, params: list[Any],
                entry: _Entry | None) -> _Variant | None:
         try:
-            found = self._probe(query, leaves, sql, params)
+            # An insert that leaves out a field with a callable default calls it at every
+            # compile: its value is peewee's to compute each time (and the probes must
+            # not call it again).
+            found = (None if _calls_defaults(query)
+                     else self._probe(query, leaves, sql, params))
         except (_Uncacheable, RecursionError):
             found = None
         except Exception:  # a probe upset peewee: compile this shape as usual
@@ -295,7 +314,7 @@ class SqlCache:
         fixed, plan = found
         if entry is None or entry.fixed != fixed:
             refs: list[Any] = []
-            _shape(query, [], refs)
+            _shape(query, [], refs, {})
             entry = _Entry(fixed, refs)
             entries[key] = entry
             self._trim()
@@ -326,23 +345,37 @@ class SqlCache:
             if source[0] is not None:
                 plan.append((source[0], source[1]))
                 continue
-            # Not a probe: it must be one of the fixed leaves (True, None...), taken as is.
+            # Not a probe: None, True or False from the tree (update(x=None),
+            # where(flag == True)); fixed leaves key the variant, so the value is fixed.
             _, raw, converted = source
-            slot = next((i for i in fixed if leaves[i] is raw), None)
-            if slot is None:
+            if (raw is not None and raw is not True and raw is not False) or not leaves:
                 return None
-            plan.append((slot, _constant(converted, raw)))
+            plan.append((0, _constant(converted)))  # slot 0: any leaf, ignored
         rebuilt = [leaves[s] if c is None else c(leaves[s]) for s, c in plan]
         if not _same(rebuilt, params):
             return None
         return fixed, plan
 
 
-def _constant(converted: Any, raw: Any) -> Callable[[Any], Any] | None:
-    """The converter of a fixed-leaf parameter: its compiled value is fixed too."""
-    if converted is raw:
-        return None
+def _constant(converted: Any) -> Callable[[Any], Any]:
+    """A parameter whose compiled value is fixed for the variant."""
     return lambda _leaf: converted
+
+
+def _calls_defaults(query: Any) -> bool:
+    """Whether compiling this insert calls a field's callable default."""
+    if not isinstance(query, peewee.Insert):
+        return False
+    meta = getattr(getattr(query, "model", None), "_meta", None)
+    if meta is None:
+        return False
+    callables = [f for f, default in meta.defaults.items() if callable(default)]
+    if not callables:
+        return False
+    data = query._insert
+    if isinstance(data, dict):
+        return any(f not in data and f.name not in data for f in callables)
+    return True
 
 
 def _same(a: list[Any], b: list[Any]) -> bool:
