@@ -454,3 +454,19 @@ def test_db_value_giving_sql_for_some_values(backend_name, tmp_path):
 
     for v in (5, 6, 0, 7, 0):
         _same_as_peewee(db, T.aupdate(s=v).where(T.a == 1))
+
+
+async def test_odd_column_names_build_the_same_rows(db, models):
+    # Row builders are generated code with the column names as literals: names that
+    # look like code must stay plain dict keys.
+    User = models.User
+    await User.acreate(name="zed", age=3)
+    odd = "x'} or {'y: 1"
+    for query in (User.aselect(User.name.alias(odd), User.age).dicts(),
+                  User.aselect(User.name.alias("{data}"), User.id).dicts()):
+        query._apeewee_used = True
+        slow, fast, again, plans = await _both_ways(db, query)
+        assert fast == again == slow
+        assert plans._plans[0].build is not None
+    rows = await User.aselect(User.name.alias(odd)).dicts()
+    assert rows == [{odd: "zed"}]
