@@ -4,6 +4,7 @@ markdown report, the JSON dump and a PNG chart of the ratios."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -289,6 +290,61 @@ def chart(results: dict[str, Any], path: Path) -> bool:
     return True
 
 
+SUBJECT = "apeewee"
+BACKEND_TITLES = {"postgres": "PostgreSQL", "mysql": "MySQL", "sqlite": "SQLite"}
+
+
+def geo_mean(values: list[float]) -> float | None:
+    values = [v for v in values if v]
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else None
+
+
+def ratio_table(results: dict[str, Any]) -> str:
+    """apeewee against the best peer of each operation: the ratios to raw, per backend
+    and mode; the geometric mean over the operations is apeewee's, and the lowest of
+    any single peer's (the README's table). Bold: apeewee at or below the best peer."""
+    summary = results.get("summary") or summarize(results)
+    meta = results["meta"]
+    out = []
+    for mode in ("latency", "throughput"):
+        ops = [op for op in OPS if [mode, op] in meta["steps"]]
+        out += [f"| {mode}, x raw | " + " | ".join(_op_title(op, meta) for op in ops)
+                + " | geo. mean |", "|---|" + "---:|" * (len(ops) + 1)]
+        for backend, data in summary.items():
+            cells = data.get(mode, {})
+            ours, best, best_by = [], [], []
+            for op in ops:
+                systems = cells.get(op, {})
+                mine = systems.get(SUBJECT, {}).get("ratio")
+                peers = [(c["ratio"], name) for name, c in systems.items()
+                         if name not in ("raw", SUBJECT) and c.get("ratio")]
+                peer = min(peers) if peers else (None, None)
+                ours.append(mine)
+                best.append(peer[0])
+                best_by.append(peer[1])
+            title = BACKEND_TITLES.get(backend, backend)
+
+            def fmt(value: float | None, bold: bool = False) -> str:
+                if value is None:
+                    return "-"
+                return f"**{value:.2f}**" if bold else f"{value:.2f}"
+
+            out.append(f"| {title}: {SUBJECT} | " + " | ".join(
+                fmt(v, bool(v and b and v <= b)) for v, b in zip(ours, best, strict=True))
+                + f" | {fmt(geo_mean([v for v in ours if v]))} |")
+            peer_means = []
+            for name in {n for op in ops for n in cells.get(op, {})} - {"raw", SUBJECT}:
+                ratios = [cells.get(op, {}).get(name, {}).get("ratio") for op in ops]
+                if all(ratios):
+                    peer_means.append((geo_mean(ratios), name))  # type: ignore[arg-type]
+            best_mean = min(peer_means) if peer_means else (None, None)
+            out.append(f"| {title}: best peer | " + " | ".join(
+                f"{fmt(b)} ({n})" if b else "-" for b, n in zip(best, best_by, strict=True))
+                + (f" | {fmt(best_mean[0])} ({best_mean[1]}) |" if best_mean[0] else " | - |"))
+        out.append("")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Re-render the markdown and the chart of a results JSON file:
     python -m benchmarks.report benchmarks/results/all.json"""
@@ -296,8 +352,13 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=main.__doc__)
     parser.add_argument("json", type=Path)
+    parser.add_argument("--ratios", action="store_true",
+                        help="print only apeewee's ratios against the best peer (markdown)")
     args = parser.parse_args(argv)
     results = json.loads(args.json.read_text(encoding="utf-8"))
+    if args.ratios:
+        print(ratio_table(results))
+        return 0
     results.pop("summary", None)
     for path in write(results, args.json.parent, args.json.stem):
         print(f"wrote {path}")
