@@ -470,3 +470,36 @@ async def test_odd_column_names_build_the_same_rows(db, models):
         assert plans._plans[0].build is not None
     rows = await User.aselect(User.name.alias(odd)).dicts()
     assert rows == [{odd: "zed"}]
+
+
+def test_one_cache_used_from_two_threads(tmp_path):
+    # A database used from event loops in two threads shares its compiled-SQL cache; a
+    # tiny cache makes the threads evict each other's shapes all the time.
+    import threading
+
+    db = make_db("sqlite", tmp_path, sql_cache_size=2)
+    User = define_models(db).User
+    shapes = [lambda v: User.aselect().where(User.id == v),
+              lambda v: User.aselect().where(User.age > v).limit(v),
+              lambda v: User.aupdate(age=v).where(User.name == str(v))]
+    errors = []
+
+    def work(seed):
+        try:
+            for i in range(1500):
+                query = shapes[(i + seed) % 3](i)
+                query._apeewee_used = True
+                expected = db.get_sql_context().sql(query).query()
+                if db._compile(query)[:2] != expected:
+                    errors.append((i, expected))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    assert db.sql_cache_stats()["shapes"] <= 2

@@ -265,7 +265,7 @@ class SqlCache:
         entries = self._entries
         entry = entries.get(key, False)
         if entry is None:  # known not to be cacheable
-            entries.move_to_end(key)
+            _touch(entries, key)
             self.misses += 1
             return (*self._peewee(query), None)
         if entry is not False:
@@ -274,7 +274,7 @@ class SqlCache:
                 params = [leaves[slot] if convert is None else convert(leaves[slot])
                           for slot, convert in variant.params]
                 if not any(isinstance(p, _INLINED) for p in params):
-                    entries.move_to_end(key)
+                    _touch(entries, key)
                     self.hits += 1
                     return variant.sql, params, variant.plans
                 # a field's db_value() gave a node for this value: peewee inlines it
@@ -286,8 +286,12 @@ class SqlCache:
         return sql, params, (variant.plans if variant is not None else None)
 
     def _trim(self) -> None:
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        entries = self._entries
+        while len(entries) > self.size:
+            try:
+                entries.popitem(last=False)
+            except KeyError:  # emptied by another thread meanwhile
+                break
 
     def _peewee(self, query: Any) -> tuple[str, list[Any]]:
         sql, params = self.db.get_sql_context().sql(query).query()
@@ -355,6 +359,15 @@ class SqlCache:
         if not _same(rebuilt, params):
             return None
         return fixed, plan
+
+
+def _touch(entries: OrderedDict[Any, Any], key: Any) -> None:
+    """Mark ``key`` most recently used. A database used from event loops in several
+    threads shares its cache; another thread may have evicted the key meanwhile."""
+    try:
+        entries.move_to_end(key)
+    except KeyError:
+        pass
 
 
 def _constant(converted: Any) -> Callable[[Any], Any]:
