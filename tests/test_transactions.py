@@ -433,3 +433,57 @@ async def test_concurrent_increments_are_serialized(backend, db, models):
     assert (await Counter.aget_by_id("hits")).value == 20
     assert await outside_count(backend, db, "ap_counter", "WHERE value = 20") == 1
     assert db.pool_stats().in_use == 0
+
+
+# -- SQLite: a deferred BEGIN travels with the transaction's first statement ------------
+
+
+async def _traced(db: Any) -> list[str]:
+    """SQLite's own trace of the statements run on the task's pinned connection."""
+    statements: list[str] = []
+    await db._scope().entry.conn.raw.set_trace_callback(statements.append)  # aiosqlite's
+    return statements
+
+
+async def test_sqlite_deferred_begin_goes_with_the_first_statement(tmp_path):
+    from conftest import define_models, make_db
+
+    db = make_db("sqlite", tmp_path)
+    ns = define_models(db)
+    await db.acreate_tables(ns.all)
+    User = ns.User
+    async with db.connection():
+        statements = await _traced(db)
+        async with db.atomic():
+            assert db.in_transaction()
+            await User.acreate(name="a", age=1)
+            # the write is inside a real transaction: invisible to another connection
+            assert await outside_count("sqlite", db, "ap_user") == 0
+            await User.acreate(name="b", age=2)
+        assert [s.split()[0] for s in statements] == ["BEGIN", "INSERT", "INSERT", "COMMIT"]
+        assert await outside_count("sqlite", db, "ap_user") == 2
+
+        statements.clear()
+        async with db.atomic():  # nothing ran: nothing to begin or commit
+            pass
+        assert statements == []
+
+        statements.clear()
+        with pytest.raises(peewee.IntegrityError):
+            async with db.atomic():
+                await User.acreate(name="a", age=3)  # duplicate name: the first statement fails
+        assert [s.split()[0] for s in statements] == ["BEGIN", "INSERT", "ROLLBACK"]
+        assert not db.in_transaction()
+
+        statements.clear()
+        async with db.atomic(), db.atomic():  # a savepoint as the first statement
+            await User.acreate(name="c", age=4)
+        assert [s.split()[0] for s in statements] == [
+            "BEGIN", "SAVEPOINT", "INSERT", "RELEASE", "COMMIT"]
+
+        statements.clear()
+        async with db.atomic(lock_type="immediate"):  # takes its lock at once
+            assert [s.split()[0] for s in statements] == ["BEGIN"]
+            assert "IMMEDIATE" in statements[0]
+    assert await User.aselect().acount() == 3
+    await db.close_pool()

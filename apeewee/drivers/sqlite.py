@@ -42,10 +42,16 @@ def _run_statement(raw: Any, sql: str, params: Sequence[Any]) -> tuple[Any, ...]
         cursor.close()
 
 
+def _begin_and_run(raw: Any, sql: str, params: Sequence[Any]) -> tuple[Any, ...]:
+    """Runs in aiosqlite's thread: a deferred BEGIN, then the transaction's first statement."""
+    raw._conn.execute("BEGIN").close()
+    return _run_statement(raw, sql, params)
+
+
 class SqliteConnection:
     """One aiosqlite connection (a sqlite3 connection served by aiosqlite's thread)."""
 
-    __slots__ = ("_closed", "_driver", "_loaded", "_one_hop", "raw")
+    __slots__ = ("_begin_pending", "_closed", "_driver", "_loaded", "_one_hop", "raw")
 
     def __init__(self, raw: Any, driver: SqliteDriver) -> None:
         self.raw = raw
@@ -56,6 +62,9 @@ class SqliteConnection:
         self._one_hop = callable(getattr(raw, "_execute", None))
         self._driver = driver
         self._loaded: set[str] = set()
+        # A plain (deferred) BEGIN takes no lock and reads nothing: it is sent with the
+        # transaction's first statement, in the same trip to aiosqlite's thread.
+        self._begin_pending = False
 
     async def load_functions(self) -> None:
         """Register the database's user functions not yet on this connection."""
@@ -72,9 +81,16 @@ class SqliteConnection:
                 await self.load_functions()  # a function was registered since
             if self._one_hop:
                 # One trip to aiosqlite's thread instead of two (execute, fetchall).
+                run = _run_statement
+                if self._begin_pending:
+                    self._begin_pending = False
+                    run = _begin_and_run
                 rows, description, rowcount, lastrowid = await self.raw._execute(
-                    _run_statement, self.raw, sql, params or ())
+                    run, self.raw, sql, params or ())
                 return Result(rows, description, rowcount, lastrowid)
+            if self._begin_pending:
+                self._begin_pending = False
+                await self.raw.execute("BEGIN")
             cursor = await self.raw.execute(sql, params or ())
             rows = await cursor.fetchall()
             return Result(rows, cursor.description, cursor.rowcount, cursor.lastrowid)
@@ -95,8 +111,10 @@ class SqliteConnection:
     async def begin(self, isolation_level: str | None = None, lock_type: str | None = None) -> None:
         if isolation_level is not None:
             raise ValueError("SQLite has no isolation levels; use lock_type='immediate' etc.")
-        if lock_type is None:
-            await self.execute("BEGIN", None)
+        if self._begin_pending or self.in_transaction():
+            raise peewee.OperationalError("cannot start a transaction within a transaction")
+        if lock_type is None or lock_type.lower() == "deferred":
+            self._begin_pending = True  # sent with the first statement
             return
         if lock_type.lower() not in LOCK_TYPES:
             raise ValueError(f"unknown SQLite lock type {lock_type!r}; use one of: "
@@ -104,12 +122,20 @@ class SqliteConnection:
         await self.execute(f"BEGIN {lock_type.upper()}", None)
 
     async def commit(self) -> None:
+        if self._begin_pending:  # no statement ran: there is nothing to commit
+            self._begin_pending = False
+            return
         await self.execute("COMMIT", None)
 
     async def rollback(self) -> None:
+        if self._begin_pending:
+            self._begin_pending = False
+            return
         await self.execute("ROLLBACK", None)
 
     def in_transaction(self) -> bool:
+        if self._begin_pending:
+            return True
         try:
             return bool(self.raw.in_transaction)
         except ValueError:  # already closed
