@@ -35,10 +35,14 @@ def _pk_lookup(model: type[peewee.Model], db: Any) -> tuple[Any, ...] | None:
     """peewee's SQL for ``model.aselect().where(pk == ?).paginate(1, 1)`` on ``db``, with
     the key's converter and the other parameters; None when the shape is not fixed."""
     meta = model._meta
-    cache = db.__dict__.setdefault("_apeewee_pk_lookups", {})
+    sql_cache = db._sql_cache
+    if sql_cache.size <= 0:
+        return None
+    cache = sql_cache.pk_lookups  # emptied with the compiled-SQL cache
     entry = cache.get(model)
-    if entry is not None and entry[0] is meta.sorted_fields and entry[1] == meta.table_name:
-        return entry[2]  # type: ignore[no-any-return]
+    if (entry is not None and entry[0] is meta.sorted_fields and entry[1] == meta.table_name
+            and entry[2] == meta.schema):
+        return entry[3]  # type: ignore[no-any-return]
     pk = meta.primary_key
     lookup = None
     if pk is not False and not isinstance(pk, (peewee.CompositeKey, peewee.ForeignKeyField)):
@@ -52,7 +56,7 @@ def _pk_lookup(model: type[peewee.Model], db: Any) -> tuple[Any, ...] | None:
             template = model.aselect()
             template._apeewee_used = True
             lookup = (sql1, pk.db_value, tuple(params1[1:]), template, RowPlans())
-    cache[model] = (meta.sorted_fields, meta.table_name, lookup)
+    cache[model] = (meta.sorted_fields, meta.table_name, meta.schema, lookup)
     return lookup
 
 

@@ -503,3 +503,76 @@ def test_one_cache_used_from_two_threads(tmp_path):
     assert not any(thread.is_alive() for thread in threads)
     assert errors == []
     assert db.sql_cache_stats()["shapes"] <= 2
+
+
+# -- second review: rows and the primary-key lookup ---------------------------------------
+
+
+async def test_foreign_key_converter_giving_an_instance_uses_peewee(db, models):
+    User = models.User
+
+    class LoadingFK(peewee.ForeignKeyField):
+        def python_value(self, value):
+            return None if value is None else self.rel_model(id=value, name="loaded")
+
+    class Note(db.Model):
+        user = LoadingFK(User, null=True)
+        body = peewee.CharField(null=True)
+
+        class Meta:
+            table_name = "ap_note"
+
+    await db.adrop_tables([Note])
+    await db.acreate_tables([Note])
+    try:
+        alice = await User.acreate(name="alice", age=1)
+        await Note.acreate(user=alice, body="b")
+        query = Note.aselect()
+        query._apeewee_used = True
+        slow, fast, _again, plans = await _both_ways(db, query)
+        assert [_state(o) for o in fast] == [_state(o) for o in slow]
+        assert fast[0].__data__["user"] == alice.id and fast[0].__rel__["user"].name == "loaded"
+        assert plans._plans[0].build is None  # peewee's process_row
+        # the suite's own Tweet.user (a plain foreign key) keeps the fast path
+        tweet_query = models.Tweet.aselect()
+        tweet_query._apeewee_used = True
+        await models.Tweet.acreate(user=alice, body="t")
+        assert (await _both_ways(db, tweet_query))[3]._plans[0].build is not None
+    finally:
+        await db.adrop_tables([Note])
+
+
+async def test_namedtuple_plans_do_not_keep_rows_alive(db, models):
+    User = models.User
+    await User.acreate(name="n", age=1)
+    query = User.aselect(User.name).namedtuples()
+    query._apeewee_used = True
+    slow, fast, _again, plans = await _both_ways(db, query)
+    assert [tuple(r) for r in fast] == [tuple(r) for r in slow] == [("n",)]
+    # its constructor closes over the wrapper, which holds the rows: not kept in the plan
+    assert plans._plans[0].state is None
+    for _ in range(2):  # learned, then from the cache: initialized each time
+        rows = await User.aselect(User.name).namedtuples()
+        assert [tuple(r) for r in rows] == [("n",)] and rows[0].name == "n"
+
+
+def test_clear_sql_cache_also_forgets_primary_key_lookups(tmp_path):
+    from apeewee.models import _pk_lookup
+
+    db = make_db("sqlite", tmp_path)
+    User = define_models(db).User
+    assert '"name"' in _pk_lookup(User, db)[0]
+    column = User.name.column_name
+    User.name.column_name = "nm"
+    try:
+        db.clear_sql_cache()
+        assert '"nm"' in _pk_lookup(User, db)[0]
+    finally:
+        User.name.column_name = column
+        db.clear_sql_cache()
+    User._meta.schema = "main"
+    try:
+        assert '"main"."ap_user"' in _pk_lookup(User, db)[0]  # a schema change is seen
+    finally:
+        User._meta.schema = None
+    assert _pk_lookup(User, make_db("sqlite", tmp_path, sql_cache_size=0)) is None

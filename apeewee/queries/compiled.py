@@ -247,11 +247,14 @@ class SqlCache:
         self.db = db
         self.size = size
         self._entries: OrderedDict[Any, _Entry | None] = OrderedDict()
+        # model -> aget_by_id's compiled lookup (apeewee.models._pk_lookup)
+        self.pk_lookups: dict[Any, tuple[Any, ...]] = {}
         self.hits = 0
         self.misses = 0
 
     def clear(self) -> None:
         self._entries.clear()
+        self.pk_lookups.clear()
 
     def compile(self, query: Any) -> tuple[str, list[Any], RowPlans | None]:
         """``(sql, params, row plans)`` for ``query``; plans None when not cached."""

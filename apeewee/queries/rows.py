@@ -35,7 +35,8 @@ class _Plan:
 
     __slots__ = ("build", "description", "names", "state")
 
-    def __init__(self, description: Any, names: tuple[str, ...], state: dict[str, Any],
+    def __init__(self, description: Any, names: tuple[str, ...],
+                 state: dict[str, Any] | None,
                  build: Callable[[Sequence[Any]], list[Any]] | None) -> None:
         self.description = description
         self.names = names
@@ -64,13 +65,23 @@ class RowPlans:
     def learn(self, wrapper: peewee.CursorWrapper, description: Any) -> _Plan:
         before = dict(wrapper.__dict__)
         wrapper.initialize()
-        state = {k: v for k, v in wrapper.__dict__.items()
-                 if k not in before or before[k] is not v}
+        state: dict[str, Any] | None = {
+            k: v for k, v in wrapper.__dict__.items() if k not in before or before[k] is not v}
+        if any(_holds(value, wrapper) for value in state.values()):  # type: ignore[union-attr]
+            # e.g. namedtuples: a constructor closing over this wrapper (and through it
+            # this result's rows). Kept, it would keep them alive: initialize each time.
+            state = None
         plan = _Plan(description, _names(description), state, _fast_builder(wrapper))
         if len(self._plans) >= 4:  # the same shape rarely yields more descriptions
             self._plans.pop(0)
         self._plans.append(plan)
         return plan
+
+
+def _holds(value: Any, wrapper: Any) -> bool:
+    """Whether ``value`` is a function whose closure refers to ``wrapper``."""
+    cells = getattr(value, "__closure__", None) or ()
+    return any(cell.cell_contents is wrapper for cell in cells)
 
 
 def _names(description: Any) -> tuple[str, ...]:
@@ -115,6 +126,8 @@ def _builder(wrapper: peewee.CursorWrapper, result: Result,
         plan = plans.find(result.description)
         if plan is None:
             plan = plans.learn(wrapper, result.description)
+        elif plan.state is None:
+            wrapper.initialize()
         else:
             wrapper.__dict__.update(plan.state)
         build = plan.build
@@ -201,6 +214,8 @@ def _model_builder(wrapper: Any) -> Callable[[Sequence[Any]], list[Any]] | None:
         accessor = _class_attr(cls, name)
         if type(accessor) not in _PLAIN_ACCESSORS or accessor.name != name:
             return None
+        if type(accessor) is peewee.ForeignKeyAccessor and not _plain_key(accessor.field):
+            return None  # its value may become a related instance (set into __rel__)
     # Model(__no_default__=1, **data) sets the fields in the order of peewee's dict row.
     order = [*wrapper.no_convert, *wrapper.convert]
     keys = tuple(names[i] for i in order)
@@ -272,6 +287,13 @@ def _text_parser(convert: Any) -> Callable[[str], Any] | None:
             and getattr(peewee, "_fromisoformat", None) == datetime.datetime.fromisoformat):
         return datetime.datetime.fromisoformat
     return None
+
+
+def _plain_key(field: Any) -> bool:
+    """A foreign key whose converter gives the related key's plain value, never an
+    instance: peewee's own ``python_value`` over a key field with peewee's own."""
+    return (type(field).python_value is peewee.ForeignKeyField.python_value
+            and type(field.rel_field).python_value is peewee.Field.python_value)
 
 
 def _class_attr(cls: type, name: str) -> Any:
