@@ -576,3 +576,35 @@ def test_clear_sql_cache_also_forgets_primary_key_lookups(tmp_path):
     finally:
         User._meta.schema = None
     assert _pk_lookup(User, make_db("sqlite", tmp_path, sql_cache_size=0)) is None
+
+
+def test_a_shape_with_many_variants_stops_learning(tmp_path):
+    # An alias that changes with every call is a fixed leaf: each value is a variant.
+    # After eight, and for a variant that could not be learned, peewee just compiles.
+    db = make_db("sqlite", tmp_path)
+    User = define_models(db).User
+    cache = db._sql_cache
+    probes = []
+    real_probe = cache._probe
+    cache._probe = lambda *args: probes.append(1) or real_probe(*args)
+    for n in range(20):
+        _same_as_peewee(db, User.aselect(User.name.alias(f"n{n}")).where(User.id == n))
+    assert len(probes) == 8
+    (entry,) = [e for e in cache._entries.values() if e is not None]
+    assert len(entry.variants) == 8
+
+    class Odd(peewee.IntegerField):
+        def db_value(self, value):
+            return SQL("DEFAULT") if value == 0 else super().db_value(value)
+
+    class T(db.Model):
+        a = peewee.IntegerField(null=True)
+        s = Odd(null=True)
+        flag = peewee.BooleanField(null=True)
+
+    probes.clear()
+    for v in (5, 6, 7):  # learned once
+        _same_as_peewee(db, T.aupdate(s=v, flag=True).where(T.a == 1))
+    for v in (0, 0, 0):  # same shape, another variant (flag=None); 0 cannot be learned
+        _same_as_peewee(db, T.aupdate(s=v, flag=None).where(T.a == 1))
+    assert len(probes) == 2  # one per variant, none repeated for the failed one

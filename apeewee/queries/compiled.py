@@ -51,6 +51,7 @@ _LEAF_TYPES = _PROBE_TYPES | _FIXED_TYPES
 # bound database (the executing database compiles), apeewee's own flag.
 _SKIP = frozenset({"_hash", "_cursor_wrapper", "_apeewee_used", "_database"})
 _MAX_VARIANTS = 8  # per shape: distinct values of its fixed leaves
+_ABSENT = object()
 
 _Field = peewee.Field
 _Node = peewee.Node
@@ -237,7 +238,7 @@ class _Entry:
     def __init__(self, fixed: tuple[int, ...], refs: list[Any]) -> None:
         self.fixed = fixed
         self.refs = refs  # keeps every object the key names by id() alive
-        self.variants: dict[tuple[Any, ...], _Variant] = {}
+        self.variants: dict[tuple[Any, ...], _Variant | None] = {}  # None: not cacheable
 
 
 class SqlCache:
@@ -272,8 +273,8 @@ class SqlCache:
             self.misses += 1
             return (*self._peewee(query), None)
         if entry is not False:
-            variant = entry.variants.get(tuple([leaves[i] for i in entry.fixed]))
-            if variant is not None:
+            variant = entry.variants.get(tuple([leaves[i] for i in entry.fixed]), _ABSENT)
+            if variant is not _ABSENT and variant is not None:
                 params = [leaves[slot] if convert is None else convert(leaves[slot])
                           for slot, convert in variant.params]
                 if not any(isinstance(p, _INLINED) for p in params):
@@ -281,6 +282,11 @@ class SqlCache:
                     self.hits += 1
                     return variant.sql, params, variant.plans
                 # a field's db_value() gave a node for this value: peewee inlines it
+                self.misses += 1
+                return (*self._peewee(query), None)
+            if variant is None or len(entry.variants) >= _MAX_VARIANTS:
+                # this variant could not be learned, or the shape has enough of them:
+                # peewee compiles it, without another attempt at learning
                 self.misses += 1
                 return (*self._peewee(query), None)
         self.misses += 1
@@ -317,6 +323,8 @@ class SqlCache:
             if entry is None:
                 entries[key] = None
                 self._trim()
+            else:  # remember the failure of this variant only
+                entry.variants[tuple([leaves[i] for i in entry.fixed])] = None
             return None
         fixed, plan = found
         if entry is None or entry.fixed != fixed:
