@@ -487,3 +487,58 @@ async def test_sqlite_deferred_begin_goes_with_the_first_statement(tmp_path):
             assert "IMMEDIATE" in statements[0]
     assert await User.aselect().acount() == 3
     await db.close_pool()
+
+
+# -- SQLite: the pool's writers queue in the event loop ----------------------------------
+
+
+async def test_sqlite_writers_queue_and_let_go(tmp_path):
+    from conftest import define_models, make_db
+
+    db = make_db("sqlite", tmp_path, max_connections=4,
+                 pragmas={"journal_mode": "wal", "busy_timeout": 300})
+    ns = define_models(db)
+    await db.acreate_tables(ns.all)
+    User = ns.User
+
+    # 30 tasks writing in transactions through 4 connections: none waits in SQLite's
+    # busy handler long enough to fail (300 ms), all commit.
+    async def writer(i: int) -> None:
+        async with db.atomic():
+            await User.acreate(name=f"w{i}", age=i)
+            await asyncio.sleep(0)  # let others try to write meanwhile
+            await User.aupdate(age=User.age + 1).where(User.name == f"w{i}")
+
+    await asyncio.gather(*(writer(i) for i in range(30)))
+    assert await outside_count("sqlite", db, "ap_user") == 30
+
+    # A write transaction cancelled midway lets go: the next writer does not wait.
+    started = asyncio.Event()
+
+    async def stuck() -> None:
+        async with db.atomic():
+            await User.acreate(name="stuck", age=0)
+            started.set()
+            await asyncio.sleep(30)
+
+    task = asyncio.create_task(stuck())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with asyncio.timeout(2):
+        await User.acreate(name="after", age=1)
+    assert not await User.aselect().where(User.name == "stuck").aexists()
+
+    # A task that waits for a child's write while its own write transaction is open:
+    # the child gives up after the busy timeout, as SQLite would, instead of hanging.
+    async def child() -> None:
+        await User.acreate(name="child", age=2)
+
+    with pytest.raises(peewee.OperationalError, match="locked"):
+        async with db.atomic():
+            await User.acreate(name="parent", age=3)
+            async with asyncio.timeout(5):
+                await asyncio.create_task(child())
+    assert not await User.aselect().where(User.name << ["parent", "child"]).aexists()
+    await db.close_pool()
