@@ -42,16 +42,6 @@ def _run_statement(raw: Any, sql: str, params: Sequence[Any]) -> tuple[Any, ...]
         cursor.close()
 
 
-# Statements that take SQLite's write lock (by their first word; a write classed as a read
-# only waits in SQLite's busy handler instead, as without the gate).
-_WRITE_HEADS = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER",
-                "BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")
-
-
-def _writes(sql: str) -> bool:
-    return sql.lstrip()[:15].upper().startswith(_WRITE_HEADS)
-
-
 def _begin_and_run(raw: Any, sql: str, params: Sequence[Any]) -> tuple[Any, ...]:
     """Runs in aiosqlite's thread: a deferred BEGIN, then the transaction's first statement."""
     raw._conn.execute("BEGIN").close()
@@ -61,8 +51,7 @@ def _begin_and_run(raw: Any, sql: str, params: Sequence[Any]) -> tuple[Any, ...]
 class SqliteConnection:
     """One aiosqlite connection (a sqlite3 connection served by aiosqlite's thread)."""
 
-    __slots__ = ("_begin_pending", "_closed", "_driver", "_holds_gate", "_loaded", "_one_hop",
-                 "raw")
+    __slots__ = ("_begin_pending", "_closed", "_driver", "_loaded", "_one_hop", "raw")
 
     def __init__(self, raw: Any, driver: SqliteDriver) -> None:
         self.raw = raw
@@ -76,9 +65,6 @@ class SqliteConnection:
         # A plain (deferred) BEGIN takes no lock and reads nothing: it is sent with the
         # transaction's first statement, in the same trip to aiosqlite's thread.
         self._begin_pending = False
-        # Holds the pool's write gate: from its first write until it is out of any
-        # transaction again (see SqliteDriver.write_gate).
-        self._holds_gate = False
 
     async def load_functions(self) -> None:
         """Register the database's user functions not yet on this connection."""
@@ -90,34 +76,6 @@ class SqliteConnection:
     async def execute(self, sql: str, params: Sequence[Any] | None) -> Result:
         if self._closed:
             raise peewee.InterfaceError("the connection is closed")
-        if not self._holds_gate and _writes(sql):
-            await self._enter_gate()
-        try:
-            return await self._execute(sql, params)
-        finally:
-            if self._holds_gate and not self.in_transaction():
-                self._leave_gate()
-
-    async def _enter_gate(self) -> None:
-        """Wait for this pool's other writers in the event loop, not in SQLite's busy
-        handler (which sleeps in aiosqlite's thread, up to 100 ms at a time), for as long
-        as SQLite itself would wait (``timeout``, 5 s by default)."""
-        limit = self._driver.busy_timeout
-        try:
-            async with asyncio.timeout(limit):
-                await self._driver.write_gate().acquire()
-        except TimeoutError as exc:
-            raise peewee.OperationalError(
-                f"database is locked: another task of this pool held its write "
-                f"transaction open for more than {limit:g} s") from exc
-        self._holds_gate = True
-
-    def _leave_gate(self) -> None:
-        if self._holds_gate:
-            self._holds_gate = False
-            self._driver.write_gate().release()
-
-    async def _execute(self, sql: str, params: Sequence[Any] | None) -> Result:
         try:
             if len(self._loaded) != len(self._driver.functions):
                 await self.load_functions()  # a function was registered since
@@ -167,7 +125,7 @@ class SqliteConnection:
         if self._begin_pending:  # no statement ran: there is nothing to commit
             self._begin_pending = False
             return
-        await self.execute("COMMIT", None)  # leaves the write gate once out of the txn
+        await self.execute("COMMIT", None)
 
     async def rollback(self) -> None:
         if self._begin_pending:
@@ -188,7 +146,6 @@ class SqliteConnection:
 
     async def close(self) -> None:
         self._closed = True
-        self._leave_gate()
         await self.raw.close()
 
     def _interrupt(self) -> None:
@@ -200,7 +157,6 @@ class SqliteConnection:
     def terminate(self) -> None:
         self._interrupt()
         self._closed = True
-        self._leave_gate()
         # stop() queues close-and-stop on aiosqlite's thread without awaiting, so the
         # thread ends even when the loop that opened the connection is gone.
         self.raw.stop()
@@ -232,20 +188,6 @@ class SqliteDriver:
         # connection before its next statement.
         self.functions = functions if functions is not None else {}
         self._setup_lock = asyncio.Lock()
-        # SQLite has one writer at a time. This pool's writers queue for it here, in
-        # the event loop (FIFO, woken at once); other processes and pools still meet
-        # SQLite's own lock and busy handler.
-        self._write_gate: asyncio.Lock | None = None
-        self.busy_timeout = float(options["timeout"])
-        for key, value in self._pragmas:  # PRAGMA busy_timeout (ms) overrides it
-            if str(key).lower() == "busy_timeout":
-                self.busy_timeout = float(value) / 1000
-
-    def write_gate(self) -> asyncio.Lock:
-        gate = self._write_gate
-        if gate is None:
-            gate = self._write_gate = asyncio.Lock()
-        return gate
 
     async def connect(self) -> SqliteConnection:
         # One connection set up at a time: concurrent first connections to a new file
