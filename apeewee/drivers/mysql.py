@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import peewee
 
@@ -35,6 +35,8 @@ if aiomysql is not None:
 
 __all__ = ["MySQLDriver"]
 
+T = TypeVar("T")
+
 
 def map_error(exc: BaseException) -> peewee.PeeweeException | None:
     """The peewee exception for a pymysql/aiomysql (or socket) exception, or None."""
@@ -56,39 +58,30 @@ class MySQLConnection:
         self._closed = False
 
     async def execute(self, sql: str, params: Sequence[Any] | None) -> Result:
+        return await self._guarded(self._query, sql, params)
+
+    async def _query(self, sql: str, params: Sequence[Any] | None) -> Result:
+        cursor = await self.raw.cursor(_QuietCursor)
+        try:
+            # pymysql interpolates only when args is not None; peewee passes ()
+            # too, so that "%%" means "%" with or without parameters.
+            await cursor.execute(sql, params or ())
+            rows = await cursor.fetchall()
+            return Result(rows or (), cursor.description, cursor.rowcount, cursor.lastrowid)
+        finally:
+            await cursor.close()
+
+    async def _guarded(self, action: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``action`` on this connection: refuse a closed one, kill the statement on
+        the server when cancelled, and map driver errors to peewee's."""
         if not self.is_usable():
             raise StaleConnection("the MySQL connection was closed before the statement "
                                   "was sent; nothing of it ran")
         try:
-            cursor = await self.raw.cursor(_QuietCursor)
-            try:
-                # pymysql interpolates only when args is not None; peewee passes ()
-                # too, so that "%%" means "%" with or without parameters.
-                await cursor.execute(sql, params or ())
-                rows = await cursor.fetchall()
-                return Result(rows or (), cursor.description, cursor.rowcount, cursor.lastrowid)
-            finally:
-                await cursor.close()
+            return await action(*args)
         except asyncio.CancelledError:
             # aiomysql just drops the socket; the server would run the statement (and
             # hold its locks) until it notices. Kill it from a side connection.
-            self._kill_on_server()
-            raise
-        except Exception as exc:
-            mapped = map_error(exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
-
-    async def _control(self, action: Callable[[], Awaitable[None]]) -> None:
-        """BEGIN / COMMIT / ROLLBACK with aiomysql's own methods: one packet each way,
-        no cursor and no result set to read."""
-        if not self.is_usable():
-            raise StaleConnection("the MySQL connection was closed before the statement "
-                                  "was sent; nothing of it ran")
-        try:
-            await action()
-        except asyncio.CancelledError:
             self._kill_on_server()
             raise
         except Exception as exc:
@@ -101,13 +94,14 @@ class MySQLConnection:
         if isolation_level is not None:
             level = check_isolation_level(isolation_level)
             await self.execute(f"SET TRANSACTION ISOLATION LEVEL {level}", None)
-        await self._control(self.raw.begin)
+        # aiomysql's own begin/commit/rollback: one packet each way, no cursor or result
+        await self._guarded(self.raw.begin)
 
     async def commit(self) -> None:
-        await self._control(self.raw.commit)
+        await self._guarded(self.raw.commit)
 
     async def rollback(self) -> None:
-        await self._control(self.raw.rollback)
+        await self._guarded(self.raw.rollback)
 
     def _kill_on_server(self) -> None:
         self._closed = True
